@@ -1,0 +1,1 @@
+"""The Trellis host: the wasmtime component runtime, the invocation chain and the CLI."""

@@ -1,0 +1,1 @@
+"""The component runtime: engine, AOT cache, loading, introspection, instances, limits."""

@@ -1,0 +1,1 @@
+"""WIT types, Python values of those types, and the WAVE text syntax."""

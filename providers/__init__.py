@@ -1,0 +1,1 @@
+"""Capability providers and the provider SDK (see DESIGN §5)."""
