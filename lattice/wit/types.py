@@ -126,18 +126,21 @@ class InterfaceType:
     """An instance imported or exported by a component, e.g. ``wasi:cli/stdout@0.2.0``.
 
     ``types`` maps the type names the instance exports (records, enums, resources …) to their
-    definitions; resources map to ``OwnType`` of themselves.
+    definitions; resources map to ``OwnType`` of themselves. ``uses`` marks the ones that come
+    from another interface (local name → (interface, name there)) so printed WIT can say ``use``.
     """
 
     name: str
     types: dict[str, WitType] = field(default_factory=dict, compare=False)
     functions: dict[str, FuncType] = field(default_factory=dict)
     resources: tuple[str, ...] = ()
+    uses: dict[str, tuple[str, str]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
 class WorldType:
-    """Everything a component imports and exports. Root-level functions sit in ``*_funcs``."""
+    """Everything a component imports and exports. Root-level functions sit in ``*_funcs``,
+    world-level types (resources, ``use``d types) in ``*_types``; ``uses`` is as for interfaces."""
 
     imports: tuple[InterfaceType, ...] = ()
     exports: tuple[InterfaceType, ...] = ()
@@ -145,6 +148,7 @@ class WorldType:
     export_funcs: tuple[FuncType, ...] = ()
     import_types: dict[str, WitType] = field(default_factory=dict, compare=False)
     export_types: dict[str, WitType] = field(default_factory=dict, compare=False)
+    uses: dict[str, tuple[str, str]] = field(default_factory=dict, compare=False)
 
 
 def u8_list(ty: WitType) -> bool:

@@ -1,0 +1,185 @@
+"""Satisfying a component's imports: native WASI plus Python implementations per interface.
+
+This is the seam providers and links plug into (DESIGN §5): ``HostImports.register`` binds an
+interface name to a Python object or a mapping of functions. Functions receive and return
+values in the Trellis value model (``lattice/wit/values.py``) and are registered through a
+raw ctypes callback with converters built once per signature — about 2 µs of overhead per
+call instead of ~15 µs through ``LinkerInstance.add_func`` (wasmtime-host-notes Q2).
+
+Resolution order for each imported instance: a registered Python implementation, else
+wasmtime's native WASI 0.2 (``wasi:cli``, ``io``, ``clocks``, ``filesystem``, ``random``,
+``sockets``), else it is *unsatisfied*: reported by name before instantiation, or — with
+``missing="trap"`` — defined as functions that trap with a message naming the import.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from wasmtime import WasmtimeError, _ffi as ffi
+from wasmtime import component as wc
+
+from ...lattice.errors import UnsatisfiedImports
+from ...lattice.wit import types as t
+from .convert import make_lifter, make_lowerer
+from .loader import CompiledComponent
+
+NATIVE_WASI = re.compile(r"^wasi:(cli|io|clocks|filesystem|random|sockets)/[a-z0-9-]+@0\.2\.\d+")
+
+HostFunction = Callable[..., Any]
+
+# Exceptions raised by Python host functions, kept per thread so that concurrent
+# invocations never see each other's errors (wasmtime-py keeps one global).
+_pending = threading.local()
+
+
+def take_host_exception() -> BaseException | None:
+    exc: BaseException | None = getattr(_pending, "exc", None)
+    _pending.exc = None
+    return exc
+
+
+class HostImports:
+    """Python implementations of WIT interfaces, by interface name.
+
+    ``register("example:log/sink", obj)`` binds every function of the interface to the
+    attribute of ``obj`` with the function's name in snake_case (``write-line`` →
+    ``write_line``), or to the mapping entry with the WIT name. An unversioned name matches
+    every version the component may import.
+    """
+
+    def __init__(self) -> None:
+        self._impls: dict[str, Any] = {}
+
+    def register(self, interface: str, impl: Any) -> None:
+        if not interface or "/" not in interface:
+            raise ValueError(f"interface must look like 'ns:pkg/iface[@version]', got {interface!r}")
+        self._impls[interface] = impl
+
+    def unregister(self, interface: str) -> None:
+        self._impls.pop(interface, None)
+
+    def find(self, import_name: str) -> Any | None:
+        if import_name in self._impls:
+            return self._impls[import_name]
+        return self._impls.get(import_name.split("@", 1)[0])
+
+    def copy(self) -> HostImports:
+        other = HostImports()
+        other._impls = dict(self._impls)
+        return other
+
+
+def _function_for(impl: Any, wit_name: str) -> HostFunction | None:
+    if isinstance(impl, Mapping):
+        fn = impl.get(wit_name)
+    else:
+        fn = getattr(impl, wit_name.replace("-", "_").replace(".", "_"), None)
+    return fn if callable(fn) else None
+
+
+def plan_imports(
+    component: CompiledComponent, imports: HostImports, *, missing: str = "error"
+) -> dict[str, str]:
+    """Decide, per imported instance, ``python``, ``native`` or ``trap``.
+
+    Raises:
+        UnsatisfiedImports: with ``missing="error"``, naming every import nothing provides.
+    """
+    plan: dict[str, str] = {}
+    unsatisfied: list[str] = []
+    for iface in component.world.imports:
+        impl = imports.find(iface.name)
+        if impl is not None:
+            absent = [f for f in iface.functions if _function_for(impl, f) is None]
+            if absent and missing == "error":
+                unsatisfied += [f"{iface.name}#{f}" for f in absent]
+            plan[iface.name] = "python"
+        elif NATIVE_WASI.match(iface.name):
+            plan[iface.name] = "native"
+        else:
+            plan[iface.name] = "trap"
+            unsatisfied.append(iface.name)
+    for ft in component.world.import_funcs:
+        unsatisfied.append(ft.name)
+    if unsatisfied and missing == "error":
+        raise UnsatisfiedImports(component.name, unsatisfied)
+    return plan
+
+
+class _Callback:
+    """A raw wasmtime host callback for one WIT function with prebuilt converters."""
+
+    def __init__(self, qualified: str, ft: t.FuncType, fn: HostFunction | None) -> None:
+        self.qualified = qualified
+        self.fn = fn
+        self.lifters = [make_lifter(pt) for _, pt in ft.params]
+        self.lower = make_lowerer(ft.result) if ft.result is not None else None
+        self.c_callback = ffi.wasmtime_component_func_callback_t(self._call)
+
+    def _call(self, _env: Any, context: Any, _ty: Any, args: Any, nargs: int,
+              results: Any, nresults: int) -> int:
+        try:
+            if self.fn is None:
+                raise WasmtimeError(f"import {self.qualified} was called but is not provided")
+            pyargs = [lift(args[i]) for i, lift in enumerate(self.lifters)]
+            out = self.fn(*pyargs)
+            if self.lower is not None:
+                self.lower(context, out, results)
+            return 0
+        except WasmtimeError as exc:
+            err = exc
+        except BaseException as exc:  # becomes a trap; the original is re-raised by the caller
+            _pending.exc = exc
+            err = WasmtimeError(f"host import {self.qualified} raised {type(exc).__name__}: {exc}")
+        return ctypes.cast(err._consume(), ctypes.c_void_p).value or 0
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+def _NO_FINALIZER(_env: Any) -> None:  # the _Callback owns its state; nothing to free
+    return None
+
+
+def _define(li: wc.LinkerInstance, qualified: str, name: str, ft: t.FuncType,
+            fn: HostFunction | None) -> _Callback:
+    cb = _Callback(qualified, ft, fn)
+    raw = name.encode()
+    err = ffi.wasmtime_component_linker_instance_add_func(
+        li.ptr(), ctypes.create_string_buffer(raw), len(raw), cb.c_callback, None, _NO_FINALIZER
+    )
+    if err:
+        raise WasmtimeError._from_ptr(err)
+    return cb
+
+
+def build_linker(
+    engine: Any, component: CompiledComponent, imports: HostImports, *, missing: str = "error"
+) -> tuple[wc.Linker, list[_Callback]]:
+    """A linker with native WASI and every Python implementation, ready to instantiate.
+
+    The returned callbacks must stay referenced as long as the linker lives.
+    """
+    plan = plan_imports(component, imports, missing=missing)
+    linker = wc.Linker(engine)
+    keep: list[_Callback] = []
+    if any(v == "native" for v in plan.values()):
+        linker.add_wasip2()
+        linker.allow_shadowing = True
+    with linker.root() as root:
+        for iface in component.world.imports:
+            if plan[iface.name] != "python":
+                continue
+            impl = imports.find(iface.name)
+            with root.add_instance(iface.name) as li:
+                for fname, ft in iface.functions.items():
+                    keep.append(_define(li, f"{iface.name}#{fname}", fname, ft,
+                                        _function_for(impl, fname)))
+    if missing == "trap":
+        # Whatever is still undefined (unknown interfaces, root functions, resources)
+        # traps when called, with wasmtime naming the import.
+        linker.define_unknown_imports_as_traps(component.wasmtime)
+    return linker, keep

@@ -1,0 +1,465 @@
+"""Instances of one compiled component: creation, pooling, limits and error mapping.
+
+Rules that come from wasmtime's behaviour (wasmtime-host-notes Q4):
+
+- A trap poisons the whole ``Store``, so every instance gets its own Store and a Store that
+  saw any error is dropped, never reused.
+- Limits are per Store: a memory cap is fixed when the Store is made (so pooled instances are
+  matched by cap), the epoch deadline and the fuel budget are reset before every call.
+- ``fresh`` (the default) makes a Store + instance per invocation — isolation, as in Spin and
+  wasmCloud; ``pooled`` keeps warm instances for stateless hot paths.
+
+``max_instances`` bounds live instances; callers wait for a free one until their deadline.
+The waiting works from threads and from asyncio alike (``Capacity``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import wasmtime
+from wasmtime import WasmtimeError
+from wasmtime import component as wc
+
+from ...lattice.errors import (
+    ArgumentError,
+    CapacityTimeout,
+    DeadlineExceeded,
+    GuestTrap,
+    InvocationError,
+    ResourceLimitExceeded,
+    WitValueError,
+)
+from ...lattice.wit.types import type_label
+from ...lattice.wit.values import Resource
+from .convert import FastFunc
+from .engine import Engine
+from .imports import HostImports, build_linker, take_host_exception
+from .loader import CompiledComponent, ExportedFunction
+
+Output = Callable[[bytes], None]
+DEFAULT_FUEL = 2**62
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-invocation limits. ``None`` means unlimited (or: use the component default)."""
+
+    timeout: float | None = None
+    """Wall-clock seconds; enforced by epoch interruption, the instance is then discarded."""
+    fuel: int | None = None
+    """Fuel budget (needs an engine with ``consume_fuel``)."""
+    max_memory: int | None = None
+    """Linear memory cap in bytes for the instance's Store."""
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError("timeout must be > 0 seconds")
+        if self.fuel is not None and self.fuel < 0:
+            raise ValueError("fuel must be >= 0")
+        if self.max_memory is not None and self.max_memory < 65536:
+            raise ValueError("max_memory must be at least one 64 KiB page")
+
+    def merged(self, defaults: Limits) -> Limits:
+        return Limits(
+            self.timeout if self.timeout is not None else defaults.timeout,
+            self.fuel if self.fuel is not None else defaults.fuel,
+            self.max_memory if self.max_memory is not None else defaults.max_memory,
+        )
+
+
+@dataclass(frozen=True)
+class WasiOptions:
+    """What a component sees of WASI: arguments, environment, directories, stdio."""
+
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    preopens: tuple[tuple[str, str], ...] = ()
+    """(host directory, guest path) pairs."""
+    stdout: Output | str = "discard"
+    """``"inherit"``, ``"discard"`` or a callable receiving each chunk the guest writes."""
+    stderr: Output | str = "discard"
+
+    def build(self) -> wasmtime.WasiConfig:
+        cfg = wasmtime.WasiConfig()
+        if self.args:
+            cfg.argv(list(self.args))
+        if self.env:
+            cfg.env([list(p) for p in self.env])
+        for host_dir, guest in self.preopens:
+            cfg.preopen_dir(host_dir, guest)
+        for target, inherit, custom in (
+            (self.stdout, cfg.inherit_stdout, cfg.stdout_custom),
+            (self.stderr, cfg.inherit_stderr, cfg.stderr_custom),
+        ):
+            if target == "inherit":
+                inherit()
+            elif callable(target):
+                custom(target)
+        return cfg
+
+
+@dataclass(frozen=True)
+class InstancePolicy:
+    mode: str = "fresh"
+    """``fresh``: a new instance per invocation (default); ``pooled``: reuse warm instances."""
+    max_instances: int = 16
+    """Live instances at most; further callers wait until their deadline."""
+    max_idle: int | None = None
+    """Warm instances kept in ``pooled`` mode (default: ``max_instances``)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("fresh", "pooled"):
+            raise ValueError("instance mode must be 'fresh' or 'pooled'")
+        if self.max_instances < 1:
+            raise ValueError("max_instances must be >= 1")
+
+
+class Capacity:
+    """A counting semaphore that threads and asyncio tasks can both wait on, with deadlines."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._lock = threading.Lock()
+        self._waiters: collections.deque[Any] = collections.deque()
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return True
+            return False
+
+    def acquire(self, timeout: float | None) -> bool:
+        if self.try_acquire():
+            return True
+        ev = threading.Event()
+        entry = [ev, False]  # [event, granted]
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return True
+            self._waiters.append(entry)
+        if ev.wait(timeout):
+            return True
+        with self._lock:
+            if entry[1]:
+                return True
+            self._waiters.remove(entry)
+            return False
+
+    async def acquire_async(self, timeout: float | None) -> bool:
+        if self.try_acquire():
+            return True
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return True
+            self._waiters.append((loop, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with self._lock:
+                granted = fut.done() and not fut.cancelled()
+                if not granted:
+                    fut.cancel()
+                    try:
+                        self._waiters.remove((loop, fut))
+                    except ValueError:
+                        granted = True  # popped by release(); its grant will hand the slot back
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            while self._waiters:
+                w = self._waiters.popleft()
+                if isinstance(w, list):
+                    w[1] = True
+                    w[0].set()
+                    return
+                loop, fut = w
+                if not fut.cancelled():
+                    try:
+                        loop.call_soon_threadsafe(self._grant, fut)
+                        return
+                    except RuntimeError:  # that loop is closed
+                        continue
+            self._free += 1
+
+    def _grant(self, fut: asyncio.Future[None]) -> None:
+        if fut.done():
+            self.release()  # the waiter gave up in the meantime: pass the slot on
+        else:
+            fut.set_result(None)
+
+
+class Slot:
+    """One Store with one live instance, and the functions bound on it."""
+
+    __slots__ = ("store", "instance", "funcs", "memory_cap", "broken", "uses")
+
+    def __init__(self, store: wasmtime.Store, instance: wc.Instance, memory_cap: int | None) -> None:
+        self.store = store
+        self.instance = instance
+        self.funcs: dict[str, FastFunc] = {}
+        self.memory_cap = memory_cap
+        self.broken = False
+        self.uses = 0
+
+    def func(self, fn: ExportedFunction) -> FastFunc:
+        ff = self.funcs.get(fn.key)
+        if ff is None:
+            idx = fn.path[-1]
+            raw = self.instance.get_func(self.store, idx)
+            if raw is None:
+                raise InvocationError("component", fn.key, "export is not a function")
+            ff = self.funcs[fn.key] = FastFunc(raw, fn.type, owner=self)
+        return ff
+
+
+@dataclass
+class InstanceStats:
+    created: int = 0
+    reused: int = 0
+    discarded: int = 0
+    active: int = 0
+    idle: int = 0
+    calls: int = 0
+    errors: int = 0
+
+
+@dataclass
+class InstanceManager:
+    """Owns every instance of one component on this host."""
+
+    engine: Engine
+    component: CompiledComponent
+    imports: HostImports = field(default_factory=HostImports)
+    policy: InstancePolicy = field(default_factory=InstancePolicy)
+    wasi: WasiOptions = field(default_factory=WasiOptions)
+    defaults: Limits = field(default_factory=Limits)
+    missing_imports: str = "error"
+
+    def __post_init__(self) -> None:
+        self.linker, self._callbacks = build_linker(
+            self.engine.wasmtime, self.component, self.imports, missing=self.missing_imports
+        )
+        self.capacity = Capacity(self.policy.max_instances)
+        self._idle: list[Slot] = []
+        self._idle_lock = threading.Lock()
+        self._uses_wasi = any(i.name.startswith("wasi:") for i in self.component.world.imports)
+        self.stats = InstanceStats()
+        if self.defaults.fuel is not None and not self.engine.config.consume_fuel:
+            raise ValueError("a fuel limit needs an engine created with consume_fuel=True")
+
+    # -- slots -----------------------------------------------------------------------------
+
+    def _new_slot(self, limits: Limits) -> Slot:
+        store = wasmtime.Store(self.engine.wasmtime)
+        if self._uses_wasi:
+            store.set_wasi(self.wasi.build())
+        if limits.max_memory is not None:
+            store.set_limits(memory_size=limits.max_memory)
+        store.set_epoch_deadline(self.engine.ticks_for(limits.timeout))
+        if self.engine.config.consume_fuel:
+            store.set_fuel(limits.fuel if limits.fuel is not None else DEFAULT_FUEL)
+        instance = self.linker.instantiate(store, self.component.wasmtime)
+        self.stats.created += 1
+        return Slot(store, instance, limits.max_memory)
+
+    def _take(self, limits: Limits) -> Slot:
+        if self.policy.mode == "pooled":
+            with self._idle_lock:
+                for i in range(len(self._idle) - 1, -1, -1):
+                    if self._idle[i].memory_cap == limits.max_memory:
+                        self.stats.reused += 1
+                        return self._idle.pop(i)
+        return self._new_slot(limits)
+
+    def _give_back(self, slot: Slot) -> None:
+        if slot.broken or self.policy.mode != "pooled":
+            if slot.broken:
+                self.stats.discarded += 1
+            return
+        keep = self.policy.max_idle if self.policy.max_idle is not None else self.policy.max_instances
+        with self._idle_lock:
+            if len(self._idle) < keep:
+                self._idle.append(slot)
+                return
+        self.stats.discarded += 1
+
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def clear(self) -> None:
+        with self._idle_lock:
+            self._idle.clear()
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def check_args(self, fn: ExportedFunction, args: Sequence[Any]) -> None:
+        params = fn.type.params
+        if len(args) != len(params):
+            names = ", ".join(f"{n}: {type_label(t)}" for n, t in params)
+            raise ArgumentError(
+                f"{fn.key} takes {len(params)} argument(s) ({names}), got {len(args)}"
+            )
+
+    def call(self, fn: ExportedFunction, args: Sequence[Any], limits: Limits | None = None,
+             *, wait: float | None = None) -> Any:
+        """Run one invocation on this thread (blocking). Waits for capacity up to ``wait``."""
+        lim = (limits or Limits()).merged(self.defaults)
+        self.check_args(fn, args)
+        started = time.monotonic()
+        budget = wait if wait is not None else lim.timeout
+        if not self.capacity.acquire(budget):
+            raise CapacityTimeout(self.component.name, fn.key, self.policy.max_instances,
+                                  time.monotonic() - started)
+        try:
+            return self.run_acquired(fn, args, lim)
+        finally:
+            self.capacity.release()
+
+    def run_acquired(self, fn: ExportedFunction, args: Sequence[Any], lim: Limits,
+                     slot: Slot | None = None) -> Any:
+        """The hot path, once capacity is held: take an instance, call, map errors."""
+        engine = self.engine
+        timed = lim.timeout is not None
+        if timed:
+            engine.begin()
+        own_slot = slot is None
+        self.stats.active += 1
+        self.stats.calls += 1
+        try:
+            if slot is None:
+                slot = self._take(lim)
+            store = slot.store
+            store.set_epoch_deadline(engine.ticks_for(lim.timeout))
+            if engine.config.consume_fuel:
+                store.set_fuel(lim.fuel if lim.fuel is not None else DEFAULT_FUEL)
+            slot.uses += 1
+            return slot.func(fn).call(slot.store, args)
+        except WasmtimeError as exc:
+            if slot is not None:
+                slot.broken = True
+            self.stats.errors += 1
+            mapped = self.map_error(exc, fn, lim)
+            raise mapped from (mapped.__cause__ or exc)
+        except WitValueError as exc:
+            self.stats.errors += 1
+            raise ArgumentError(f"{fn.key}: {exc}") from exc
+        finally:
+            self.stats.active -= 1
+            if timed:
+                engine.end()
+            if own_slot and slot is not None:
+                self._give_back(slot)
+
+    def map_error(self, exc: WasmtimeError, fn: ExportedFunction, lim: Limits) -> Exception:
+        name = self.component.name
+        text = str(exc)
+        host_exc = take_host_exception()
+        lowered = text.lower()
+        if "wasm trap: interrupt" in lowered:
+            return DeadlineExceeded(name, fn.key, lim.timeout or 0.0)
+        if "all fuel consumed" in lowered:
+            return ResourceLimitExceeded(name, fn.key, "fuel", f"budget of {lim.fuel} exhausted")
+        if lim.max_memory is not None and _looks_like_oom(lowered):
+            cap = lim.max_memory / 2**20
+            return ResourceLimitExceeded(
+                name, fn.key, "memory",
+                f"cap of {cap:g} MiB reached (memory.grow was refused, then: {_trap_reason(text)})",
+            )
+        if isinstance(exc, wasmtime.ExitTrap):
+            return GuestExit(name, fn.key, exc.code)
+        err = GuestTrap(name, fn.key, _trap_reason(text), backtrace=_backtrace(text))
+        if host_exc is not None:
+            err.__cause__ = host_exc
+        return err
+
+    # -- sessions (resources live inside one instance) ----------------------------------------
+
+    def session(self, limits: Limits | None = None) -> Session:
+        return Session(self, (limits or Limits()).merged(self.defaults))
+
+
+class GuestExit(InvocationError):
+    """The guest called ``exit(code)`` (``wasi:cli/exit``); ``code`` is kept for the CLI."""
+
+    def __init__(self, component: str, function: str, code: int) -> None:
+        self.code = code
+        super().__init__(component, function, f"exited with code {code}")
+
+
+class Session:
+    """Several calls on one pinned instance, so resources returned by one call can be passed
+    to the next. Holds one unit of capacity until closed.
+    """
+
+    def __init__(self, manager: InstanceManager, limits: Limits) -> None:
+        self.manager = manager
+        self.limits = limits
+        self._slot: Slot | None = None
+
+    def __enter__(self) -> Session:
+        m = self.manager
+        if not m.capacity.acquire(self.limits.timeout):
+            raise CapacityTimeout(m.component.name, "session", m.policy.max_instances,
+                                  self.limits.timeout or 0.0)
+        try:
+            self._slot = m._new_slot(self.limits)
+        except BaseException:
+            m.capacity.release()
+            raise
+        return self
+
+    def call(self, name: str, *args: Any, timeout: float | None = None) -> Any:
+        if self._slot is None:
+            raise RuntimeError("session is not open (use it as a context manager)")
+        if self._slot.broken:
+            raise InvocationError(self.manager.component.name, name,
+                                  "this session's instance trapped earlier and was discarded")
+        fn = self.manager.component.resolve(name)
+        self.manager.check_args(fn, args)
+        for a in args:
+            if isinstance(a, Resource) and a.owner is not self._slot:
+                raise ArgumentError(f"{a!r} belongs to another instance; resources cannot cross")
+        lim = Limits(timeout, self.limits.fuel, self.limits.max_memory).merged(self.limits)
+        return self.manager.run_acquired(fn, args, lim, slot=self._slot)
+
+    def __exit__(self, *exc: object) -> None:
+        self._slot = None
+        self.manager.capacity.release()
+
+
+def _trap_reason(text: str) -> str:
+    """The most specific line of a wasmtime error: the last 'Caused by' entry if any."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "Caused by:" in lines:
+        tail = lines[lines.index("Caused by:") + 1:]
+        if tail:
+            return tail[-1].lstrip("0123456789: ")
+    return lines[0] if lines else "trap"
+
+
+def _backtrace(text: str) -> str:
+    lines = text.splitlines()
+    frames = [ln for ln in lines if ln.strip()[:1].isdigit() and ":" in ln]
+    return "\n".join(frames)
+
+
+def _looks_like_oom(lowered: str) -> bool:
+    return any(k in lowered for k in (
+        "unreachable", "memory", "out of memory", "allocation", "borrow handles still remain",
+    ))

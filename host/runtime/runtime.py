@@ -1,0 +1,215 @@
+"""``Runtime`` and ``Component``: the embedding API of the Trellis component runtime.
+
+::
+
+    async with Runtime() as rt:
+        greeter = rt.load("greeter.wasm")                 # compiled once, then AOT-cached
+        print(await greeter.invoke("greet", "Developer"))  # full interceptor chain, off-loop
+        print(greeter.call("greet", "Developer"))          # blocking fast path, same rules
+
+Resource handling: the runtime owns one engine, one epoch ticker thread and one worker pool;
+``close()`` stops them. Wasm never runs on the event-loop thread: ``invoke`` waits for an
+instance slot on the loop (with the call's deadline) and runs the call on a worker thread,
+where ctypes releases the GIL so calls of different instances execute in parallel.
+
+Error handling: every failure is a ``TrellisError`` subclass (see ``lattice/errors.py``); a
+trap discards the instance's Store, never the component.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+
+from ...lattice.errors import CapacityTimeout, HostStoppedError
+from ...lattice.wit import types as t
+from ..invocation import (
+    Interceptor,
+    Invocation,
+    InvocationChain,
+    LimitsInterceptor,
+    TelemetryInterceptor,
+)
+from .cache import CompileCache
+from .engine import Engine, EngineConfig
+from .imports import HostImports
+from .instances import InstanceManager, InstancePolicy, Limits, Session, WasiOptions
+from .loader import CompiledComponent, ExportedFunction, Progress, load_component
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """How one component runs on this host."""
+
+    policy: InstancePolicy = field(default_factory=InstancePolicy)
+    limits: Limits = field(default_factory=Limits)
+    """Defaults for every invocation; a call may override them."""
+    wasi: WasiOptions = field(default_factory=WasiOptions)
+    missing_imports: str = "error"
+    """``error``: refuse to run with unsatisfied imports; ``trap``: trap only if called."""
+
+
+class Runtime:
+    """Loads components and runs their invocations. One per process is typical."""
+
+    def __init__(
+        self,
+        *,
+        engine: EngineConfig | None = None,
+        cache_dir: Path | None = None,
+        cache: bool = True,
+        imports: HostImports | None = None,
+        interceptors: Sequence[Interceptor] = (),
+        tracer_provider: TracerProvider | None = None,
+        max_workers: int = 64,
+    ) -> None:
+        self.engine = Engine(engine)
+        self.cache = CompileCache(cache_dir, enabled=cache)
+        self.imports = imports or HostImports()
+        self.interceptors: tuple[Interceptor, ...] = (
+            TelemetryInterceptor(tracer_provider), LimitsInterceptor(), *interceptors,
+        )
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="trellis-wasm")
+        self._closed = False
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load(
+        self,
+        source: str | Path | bytes,
+        *,
+        name: str | None = None,
+        config: ComponentConfig | None = None,
+        imports: HostImports | None = None,
+        progress: Progress | None = None,
+    ) -> Component:
+        """Load (compile or fetch from cache) and prepare a component. Blocking."""
+        self._check_open()
+        compiled = load_component(self.engine, source, cache=self.cache, name=name,
+                                  progress=progress)
+        return Component(self, compiled, config or ComponentConfig(), imports or self.imports)
+
+    async def load_async(self, source: str | Path | bytes, **kwargs: Any) -> Component:
+        """``load`` on a worker thread, so compiles never stall the event loop."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: self.load(source, **kwargs))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HostStoppedError("runtime is closed")
+
+    def close(self) -> None:
+        """Stop the worker pool and the epoch ticker. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Component:
+    """A loaded component on a runtime, with its instances and its invocation chain."""
+
+    def __init__(self, runtime: Runtime, compiled: CompiledComponent, config: ComponentConfig,
+                 imports: HostImports) -> None:
+        self.runtime = runtime
+        self.compiled = compiled
+        self.config = config
+        self.instances = InstanceManager(
+            runtime.engine, compiled, imports, config.policy, config.wasi, config.limits,
+            config.missing_imports,
+        )
+        self.chain = InvocationChain(runtime.interceptors, self._execute)
+
+    @property
+    def name(self) -> str:
+        return self.compiled.name
+
+    @property
+    def world(self) -> t.WorldType:
+        return self.compiled.world
+
+    def functions(self) -> list[str]:
+        return sorted(self.compiled.functions)
+
+    def resolve(self, function: str) -> ExportedFunction:
+        return self.compiled.resolve(function)
+
+    # -- calling ------------------------------------------------------------------------------
+
+    def call(self, function: str, *args: Any, timeout: float | None = None,
+             fuel: int | None = None, max_memory: int | None = None) -> Any:
+        """Blocking call on the calling thread (no interceptors): the lowest-overhead path."""
+        fn = self.compiled.resolve(function)
+        limits = None if timeout is fuel is max_memory is None else Limits(timeout, fuel, max_memory)
+        return self.instances.call(fn, args, limits)
+
+    async def invoke(self, function: str, *args: Any, timeout: float | None = None,
+                     fuel: int | None = None, max_memory: int | None = None,
+                     caller: str | None = None, **meta: Any) -> Any:
+        """Call through the full interceptor chain, off the event loop."""
+        fn = self.compiled.resolve(function)
+        self.instances.check_args(fn, args)
+        call = Invocation(
+            component=self.name, function=fn.key, args=args, caller=caller,
+            limits=Limits(timeout, fuel, max_memory), **meta,
+        )
+        return await self.chain.invoke(call)
+
+    async def _execute(self, call: Invocation) -> Any:
+        """The chain's last link: wait for capacity on the loop, run on a worker thread."""
+        self.runtime._check_open()
+        fn = self.compiled.resolve(call.function)
+        mgr = self.instances
+        limits = call.limits.merged(mgr.defaults)
+        started = time.monotonic()
+        if not await mgr.capacity.acquire_async(call.remaining()):
+            raise CapacityTimeout(self.name, fn.key, mgr.policy.max_instances,
+                                  time.monotonic() - started)
+        if call.deadline is not None:
+            left = call.deadline - time.monotonic()
+            if left <= 0:
+                mgr.capacity.release()
+                raise CapacityTimeout(self.name, fn.key, mgr.policy.max_instances,
+                                      time.monotonic() - started)
+            limits = Limits(left, limits.fuel, limits.max_memory)
+        try:
+            job = self.runtime._executor.submit(self._run_held, fn, call.args, limits)
+        except RuntimeError:  # executor shut down between the check and now
+            mgr.capacity.release()
+            raise HostStoppedError("runtime is closed") from None
+        # A job cancelled before it started never reaches _run_held's release.
+        job.add_done_callback(lambda f: mgr.capacity.release() if f.cancelled() else None)
+        return await asyncio.wrap_future(job)
+
+    def _run_held(self, fn: ExportedFunction, args: Sequence[Any], limits: Limits) -> Any:
+        try:
+            return self.instances.run_acquired(fn, args, limits)
+        finally:
+            self.instances.capacity.release()
+
+    def session(self, *, timeout: float | None = None) -> Session:
+        """Pin one instance for several calls (for resources). Use as a context manager."""
+        return self.instances.session(Limits(timeout) if timeout else None)
