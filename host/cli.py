@@ -164,7 +164,7 @@ def run(ctx: click.Context, file: Path, args: tuple[str, ...], expr: str | None,
             raise click.BadParameter(f"{host!r} is not a directory", param_hint="--dir")
         preopens.append((host, guest or host))
     try:
-        limits = Limits(timeout, fuel, max_memory * 2**20 if max_memory else None)
+        limits = Limits(timeout, fuel, None if max_memory is None else max_memory * 2**20)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -201,8 +201,8 @@ def run(ctx: click.Context, file: Path, args: tuple[str, ...], expr: str | None,
             result = comp.call(fn.key, *values)
         except GuestExit as exc:
             sys.exit(exc.code)
-        if fn.type.result is not None:
-            click.echo(wave.format_value(result, fn.type.result))
+        # Like `wasmtime run --invoke`: a function without a result prints `()`.
+        click.echo("()" if fn.type.result is None else wave.format_value(result, fn.type.result))
     finally:
         rt.close()
 

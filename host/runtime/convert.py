@@ -14,7 +14,8 @@ Ownership, following ``wasmtime/component/val.h`` (the C API of the pinned wasmt
   arguments (it converts them into Rust ``Val`` clones), so the caller deletes them afterwards,
   as ``FastFunc.call`` does. ``own<R>`` moves the ``ResourceAny`` pointer into the value (the
   Python ``ResourceAny`` is consumed, like wasmtime-py's ``_consume``; the box dies with the
-  argument); ``borrow<R>`` lowers a clone, so the caller keeps its handle.
+  argument); ``borrow<R>`` lowers a clone, so the caller keeps its handle. As with wasmtime-py,
+  an ``own`` handle already moved into an argument is lost if a later argument fails to lower.
 * A **lowerer** either succeeds, leaving the target owning the value, or raises leaving the
   target's ``kind`` untouched and nothing allocated. Compound values are allocated by wasmtime
   (``*_new_uninit`` / ``valrecord_copy``) and filled in place; on failure the slots not yet
@@ -113,17 +114,21 @@ def _offset(struct_type: Any, field: str) -> int:
     return int(getattr(struct_type, field).offset)
 
 
-Val = ffi.wasmtime_component_val_t
 _VAL = ctypes.sizeof(_V)
 _OF = _offset(_V, "of")
 _ENTRY = ctypes.sizeof(ffi.wasmtime_component_valrecord_entry_t)
 _ENTRY_VAL = _offset(ffi.wasmtime_component_valrecord_entry_t, "val")
 _NAME = ctypes.sizeof(ffi.wasm_byte_vec_t)
-_NAMES = struct.Struct("NP")  # a wasm_name_t: {size_t size; char *data}
-assert (_VAL, _OF) == (ctypes.sizeof(Val), _offset(Val, "of")), "val_t layout changed"
-assert _offset(_Variant, "box") == _offset(ffi.wasmtime_component_valvariant_t, "val")
-assert _offset(_Result, "box") == _offset(ffi.wasmtime_component_valresult_t, "val")
-assert ctypes.sizeof(_Vec) == ctypes.sizeof(ffi.wasmtime_component_vallist_t) == _NAMES.size
+_NAME_STRUCT = struct.Struct("NP")  # wasm_name_t: {size_t size; char *data}
+if (
+    (_VAL, _OF) != (ctypes.sizeof(ffi.wasmtime_component_val_t),
+                    _offset(ffi.wasmtime_component_val_t, "of"))
+    or _offset(_Variant, "box") != _offset(ffi.wasmtime_component_valvariant_t, "val")
+    or _offset(_Result, "box") != _offset(ffi.wasmtime_component_valresult_t, "val")
+    or ctypes.sizeof(_Vec) != ctypes.sizeof(ffi.wasmtime_component_vallist_t)
+    or _NAME != _NAME_STRUCT.size
+):
+    raise ImportError("wasmtime-py's component value layout is not the one this module mirrors")
 
 _BOOL, _S8, _U8, _S16, _U16, _S32, _U32, _S64, _U64, _F32, _F64, _CHAR = (
     ffi.WASMTIME_COMPONENT_BOOL.value, ffi.WASMTIME_COMPONENT_S8.value,
@@ -207,8 +212,9 @@ def owns_memory(ty: t.WitType) -> bool:
 # --- messages ----------------------------------------------------------------------------------
 
 
-def _got(v: Any) -> str:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+def _got(v: Any, number: bool = False) -> str:
+    """``v`` for a message; bare when a number was expected and ``v`` is one."""
+    if number and isinstance(v, (int, float)) and not isinstance(v, bool):
         return repr(v)
     r = repr(v)
     if len(r) > 60:
@@ -229,8 +235,8 @@ _SCALARS: dict[str, tuple[int, str, str | None]] = {
     "u32": (_U32, "u32", "I"), "s64": (_S64, "s64", "q"), "u64": (_U64, "u64", "Q"),
     "f32": (_F32, "f32", "f"), "f64": (_F64, "f64", "d"), "char": (_CHAR, "character", None),
 }
-for _kind, (_, _field, _code) in _SCALARS.items():
-    assert _code is None or array(_code).itemsize == getattr(_Of, _field).size, _kind
+if any(c and array(c).itemsize != getattr(_Of, f).size for _, f, c in _SCALARS.values()):
+    raise ImportError("array typecodes do not match the C integer widths")
 
 
 def _int_lowerer(kind: str) -> _Low:
@@ -241,10 +247,10 @@ def _int_lowerer(kind: str) -> _Low:
     def lower(store: Storelike, v: Any, c: _V) -> None:
         if type(v) is not int:
             if not isinstance(v, int) or isinstance(v, bool):
-                raise WitValueError(msg + _got(v))
+                raise WitValueError(msg + _got(v, True))
             v = int(v)
         if v < lo or v > hi:
-            raise WitValueError(msg + _got(v))
+            raise WitValueError(msg + _got(v, True))
         setattr(c.of, field, v)
         c.kind = code
 
@@ -258,7 +264,7 @@ def _float_lowerer(kind: str) -> _Low:
     def lower(store: Storelike, v: Any, c: _V) -> None:
         if type(v) is not float:
             if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise WitValueError(msg + _got(v))
+                raise WitValueError(msg + _got(v, True))
             try:
                 v = float(v)
             except OverflowError:
@@ -799,7 +805,7 @@ def _flags_lifter(ty: t.FlagsType) -> _Lift:
             return frozenset()
         raw = string_at(vec.data, vec.size * _NAME)
         try:
-            return frozenset([names[string_at(p, n)] for n, p in _NAMES.iter_unpack(raw)])
+            return frozenset([names[string_at(p, n)] for n, p in _NAME_STRUCT.iter_unpack(raw)])
         except KeyError:
             raise _kind_error(c, ty) from None
 

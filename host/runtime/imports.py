@@ -15,6 +15,7 @@ wasmtime's native WASI 0.2 (``wasi:cli``, ``io``, ``clocks``, ``filesystem``, ``
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -144,6 +145,14 @@ def _NO_FINALIZER(_env: Any) -> None:  # the _Callback owns its state; nothing t
     return None
 
 
+def _resource_id(iface: str, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{iface}/{name}".encode()).digest()[:6], "little")
+
+
+def _drop_nothing(_store: Any, _rep: int) -> None:
+    return None
+
+
 def _define(li: wc.LinkerInstance, qualified: str, name: str, ft: t.FuncType,
             fn: HostFunction | None) -> _Callback:
     cb = _Callback(qualified, ft, fn)
@@ -168,18 +177,25 @@ def build_linker(
     keep: list[_Callback] = []
     if any(v == "native" for v in plan.values()):
         linker.add_wasip2()
+        # Python implementations replace native WASI interfaces whole (never single items).
         linker.allow_shadowing = True
     with linker.root() as root:
         for iface in component.world.imports:
-            if plan[iface.name] != "python":
+            how = plan[iface.name]
+            if how == "native" or (how == "trap" and missing != "trap"):
                 continue
-            impl = imports.find(iface.name)
+            # "python": the registered implementation; "trap": stubs that trap when called
+            # (wasmtime's define_unknown_imports_as_traps would also shadow native WASI
+            # reached through semver matching, so we define the stubs ourselves).
+            impl = imports.find(iface.name) if how == "python" else None
             with root.add_instance(iface.name) as li:
+                for res in iface.resources:
+                    li.add_resource(res, wc.ResourceType.host(_resource_id(iface.name, res)),
+                                    _drop_nothing)
                 for fname, ft in iface.functions.items():
-                    keep.append(_define(li, f"{iface.name}#{fname}", fname, ft,
-                                        _function_for(impl, fname)))
-    if missing == "trap":
-        # Whatever is still undefined (unknown interfaces, root functions, resources)
-        # traps when called, with wasmtime naming the import.
-        linker.define_unknown_imports_as_traps(component.wasmtime)
+                    fn = _function_for(impl, fname) if impl is not None else None
+                    keep.append(_define(li, f"{iface.name}#{fname}", fname, ft, fn))
+        if missing == "trap":
+            for ft in component.world.import_funcs:
+                keep.append(_define(root, ft.name, ft.name, ft, None))
     return linker, keep

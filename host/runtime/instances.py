@@ -88,20 +88,21 @@ class WasiOptions:
 
     def build(self) -> wasmtime.WasiConfig:
         cfg = wasmtime.WasiConfig()
+        # argv, env and the *_custom hooks are write-only properties in wasmtime-py.
         if self.args:
-            cfg.argv(list(self.args))
+            cfg.argv = list(self.args)
         if self.env:
-            cfg.env([list(p) for p in self.env])
+            cfg.env = [list(p) for p in self.env]
         for host_dir, guest in self.preopens:
             cfg.preopen_dir(host_dir, guest)
-        for target, inherit, custom in (
-            (self.stdout, cfg.inherit_stdout, cfg.stdout_custom),
-            (self.stderr, cfg.inherit_stderr, cfg.stderr_custom),
-        ):
-            if target == "inherit":
-                inherit()
-            elif callable(target):
-                custom(target)
+        if self.stdout == "inherit":
+            cfg.inherit_stdout()
+        elif callable(self.stdout):
+            cfg.stdout_custom = self.stdout
+        if self.stderr == "inherit":
+            cfg.inherit_stderr()
+        elif callable(self.stderr):
+            cfg.stderr_custom = self.stderr
         return cfg
 
 
