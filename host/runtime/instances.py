@@ -126,9 +126,14 @@ class Capacity:
     """A counting semaphore that threads and asyncio tasks can both wait on, with deadlines."""
 
     def __init__(self, n: int) -> None:
+        self.size = n
         self._free = n
         self._lock = threading.Lock()
         self._waiters: collections.deque[Any] = collections.deque()
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._free
 
     def try_acquire(self) -> bool:
         with self._lock:

@@ -167,23 +167,23 @@ async def test_async_invocations_run_off_loop_and_in_parallel(rt: Runtime) -> No
     comp = rt.load(LIMITS.encode(), name="limits",
                    config=ComponentConfig(policy=InstancePolicy(max_instances=2)))
     ticks = 0
+    peak = 0
 
     async def ticker() -> None:
-        nonlocal ticks
+        nonlocal ticks, peak
         while True:
             await asyncio.sleep(0.01)
             ticks += 1
+            peak = max(peak, comp.instances.capacity.in_use)
 
     t = asyncio.create_task(ticker())
-    started = time.monotonic()
     results = await asyncio.gather(
         *(comp.invoke("spin", timeout=0.3) for _ in range(2)), return_exceptions=True
     )
-    elapsed = time.monotonic() - started
     t.cancel()
     assert all(isinstance(r, DeadlineExceeded) for r in results)
-    assert elapsed < 0.55, "two spins with max_instances=2 must run side by side"
-    assert ticks >= 15, "the event loop kept running while wasm spun"
+    assert peak == 2, "both spins held an instance at the same time"
+    assert ticks >= 10, "the event loop kept running while wasm spun"
     assert await comp.invoke("add", 20, 22) == 42
 
 
