@@ -118,7 +118,8 @@ def inspect(ctx: click.Context, file: Path, as_json: bool) -> None:
     click.echo(render_world(compiled.world), nl=False)
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+# Everything after FILE belongs to the guest, as with `wasmtime run`.
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("file", type=click.Path(path_type=Path))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--invoke", "expr", envvar="TRELLIS_INVOKE", show_envvar=True, metavar="CALL",
@@ -151,6 +152,8 @@ def run(ctx: click.Context, file: Path, args: tuple[str, ...], expr: str | None,
     from .runtime.instances import GuestExit, InstancePolicy, Limits, WasiOptions
     from .runtime.runtime import ComponentConfig
 
+    if args[:1] == ("--",):  # `trellis run app.wasm -- -x` still means argv [-x]
+        args = args[1:]
     env_pairs = []
     for item in envs:
         key, sep, value = item.partition("=")

@@ -22,7 +22,7 @@ CALC_WAT = REPO / "examples" / "calc-wat" / "calc.wat"
 KITCHEN_EXPORT_NAMES = {"test:kitchen/types@0.1.0": "kitchen_types"}
 """The kitchen's ``types`` interface would clash with the stdlib module of that name."""
 
-_BUILT_GUEST_FIXTURES = {"greeter_wasm", "kitchen_wasm"}
+_BUILT_GUEST_FIXTURES = {"cli_app_wasm", "greeter_wasm", "kitchen_wasm"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

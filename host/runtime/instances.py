@@ -36,8 +36,8 @@ from ...lattice.errors import (
     ResourceLimitExceeded,
     WitValueError,
 )
-from ...lattice.wit.types import type_label
-from ...lattice.wit.values import Resource
+from ...lattice.wit.types import ResultType, type_label
+from ...lattice.wit.values import Ok, Resource
 from .convert import FastFunc
 from .engine import Engine
 from .imports import HostImports, build_linker, take_host_exception
@@ -356,6 +356,13 @@ class InstanceManager:
                 store.set_fuel(lim.fuel if lim.fuel is not None else DEFAULT_FUEL)
             slot.uses += 1
             return slot.func(fn).call(slot.store, args)
+        except wasmtime.ExitTrap as exc:
+            if slot is not None:
+                slot.broken = True
+            if exc.code == 0:  # exit(ok): the guest finished successfully
+                return Ok(None) if isinstance(fn.type.result, ResultType) else None
+            self.stats.errors += 1
+            raise GuestExit(self.component.name, fn.key, exc.code) from exc
         except WasmtimeError as exc:
             if slot is not None:
                 slot.broken = True
@@ -387,8 +394,6 @@ class InstanceManager:
                 name, fn.key, "memory",
                 f"cap of {cap:g} MiB reached (memory.grow was refused, then: {_trap_reason(text)})",
             )
-        if isinstance(exc, wasmtime.ExitTrap):
-            return GuestExit(name, fn.key, exc.code)
         err = GuestTrap(name, fn.key, _trap_reason(text), backtrace=_backtrace(text))
         if host_exc is not None:
             err.__cause__ = host_exc

@@ -5,9 +5,8 @@ exactly as wasmtime does. ``parse_value`` accepts what wasm-wave's parser accept
 trailing commas, ``\"\"\"`` multiline strings, ``%``-escaped labels, flattened ``some``/``ok``,
 omitted ``option`` record fields) and checks the result against the WIT type model.
 
-Known deviations: unknown record fields and flags are rejected (wasm-wave ignores unknown record
-fields); which characters a string escapes follows Python's Unicode database, which may be older
-than the one in the Rust toolchain that built wasmtime.
+Deviations: unknown record fields are rejected (wasm-wave drops them), and which characters
+strings escape is pinned to wasmtime 49 (Unicode 17); see ``_ESCAPED_TEXT``.
 """
 
 from __future__ import annotations
@@ -16,15 +15,31 @@ import math
 import re
 import struct
 import unicodedata
+from bisect import bisect_right
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from trellis.lattice.errors import WitValueError
 from trellis.lattice.wit.types import (
-    INT_RANGES, BorrowType, EnumType, FlagsType, ListType, OptionType, OwnType, Primitive,
-    RecordType, ResultType, TupleType, VariantType, WitType, type_label, u8_list,
+    INT_RANGES,
+    BorrowType,
+    EnumType,
+    FlagsType,
+    ListType,
+    OptionType,
+    OwnType,
+    Primitive,
+    RecordType,
+    ResultType,
+    TupleType,
+    VariantType,
+    WitType,
+    type_label,
+    u8_list,
 )
 from trellis.lattice.wit.values import Case, Err, Ok, Some
 
@@ -35,76 +50,128 @@ MAX_DEPTH = 100  # wasm-wave's nesting limit: deeper input is rejected, not recu
 
 # ---------------------------------------------------------------------------------- formatting
 
-# Grapheme_Extend = Mn + Me + Other_Grapheme_Extend; Python exposes only the categories, so the
-# spacing marks and others that Unicode lists as Other_Grapheme_Extend are spelled out here.
-_OTHER_GRAPHEME_EXTEND = (
-    (0x09BE, 0x09BE), (0x09D7, 0x09D7), (0x0B3E, 0x0B3E), (0x0B57, 0x0B57), (0x0BBE, 0x0BBE),
-    (0x0BD7, 0x0BD7), (0x0CC2, 0x0CC2), (0x0CD5, 0x0CD6), (0x0D3E, 0x0D3E), (0x0D57, 0x0D57),
-    (0x0DCF, 0x0DCF), (0x0DDF, 0x0DDF), (0x1B35, 0x1B35), (0x200C, 0x200C), (0x302E, 0x302F),
-    (0xFF9E, 0xFF9F), (0x1133E, 0x1133E), (0x11357, 0x11357), (0x114B0, 0x114B0),
-    (0x114BD, 0x114BD), (0x115AF, 0x115AF), (0x11930, 0x11930), (0x1D165, 0x1D165),
-    (0x1D16E, 0x1D172), (0xE0020, 0xE007F),
-)
+# Which characters Rust's `escape_debug` escapes: grapheme extenders (Mn, Me and the
+# Other_Grapheme_Extend list, which Python does not expose) and non-printables (the categories
+# below, space excepted). Python 3.11 ships Unicode 14 data; wasmtime 49's Rust uses Unicode 17,
+# so the differences found by comparing every code point with `wasmtime run --invoke` are listed:
+# `_ESCAPED` (extenders and Hangul fillers escaped despite their category) and `_PRINTED`
+# (mostly characters assigned after Unicode 14, printed as is).
+_ESCAPED_TEXT = """
+    9BE 9D7 B3E B57 BBE BD7 CC0 CC2 CC7-CC8 CCA-CCB CD5-CD6 D3E D57 DCF DDF 115F-1160 1715 1734
+    1B35 1B3B 1B3D 1B43-1B44 1BAA 1BF2-1BF3 200C 302E-302F 3164 A953 A9C0 FF9E-FFA0 111C0 11235
+    1133E 1134D 11357 114B0 114BD 115AF 116B6 11930 1193D 16FF0-16FF1 1D165-1D166 1D16D-1D172
+    E0020-E007F"""
+_PRINTED_TEXT = """
+    88F C5C CDC CF3 1B4E-1B4F 1B7F 1C89-1C8A 20C1 2427-2429 2B96 2FFC-2FFF 31E4-31E5 31EF A7CB-A7CF
+    A7D2 A7D4 A7DA-A7DC A7F1 FBC3-FBD2 FD90-FD91 FDC8-FDCE 105C0-105F3 10940-10959 10D40-10D65
+    10D6E-10D85 10D8E-10D8F 10EC2-10EC7 10ED0-10ED8 1123F-11240 11380-11389 1138B 1138E
+    11390-113B5 113B7 113B9-113BA 113CA 113CC-113CD 113D1 113D3-113D5 113D7-113D8 116D0-116E3
+    1171E 11B00-11B09 11B61 11B65 11B67 11BC0-11BE1 11BF0-11BF9 11DB0-11DDB 11DE0-11DE9
+    11F02-11F10 11F12-11F35 11F3E-11F3F 11F43-11F59 1342F 13441-13446 13460-143FA 16100-1611D
+    1612A-1612C 16130-16139 16D40-16D79 16EA0-16EB8 16EBB-16ED3 16FF2-16FF6 187F8-187FF 18CFF
+    18D09-18D1E 18D80-18DF2 1B132 1B155 1CC00-1CCFC 1CD00-1CEB3 1CEBA-1CED0 1CEE0-1CEF0
+    1D2C0-1D2D3 1DF25-1DF2A 1E030-1E06D 1E4D0-1E4EB 1E4F0-1E4F9 1E5D0-1E5ED 1E5F0-1E5FA 1E5FF
+    1E6C0-1E6DE 1E6E0-1E6E2 1E6E4-1E6E5 1E6E7-1E6ED 1E6F0-1E6F4 1E6FE-1E6FF 1F6D8 1F6DC
+    1F774-1F77F 1F7D9 1F8B2-1F8BB 1F8C0-1F8C1 1F8D0-1F8D8 1FA54-1FA57 1FA75-1FA77 1FA87-1FA8A
+    1FA8E-1FA8F 1FAAD-1FAAF 1FABB-1FABF 1FAC6 1FAC8 1FACD-1FACF 1FADA-1FADC 1FADF 1FAE8-1FAEA
+    1FAEF 1FAF7-1FAF8 1FBCB-1FBEF 1FBFA 2B739-2B73F 2CEA2-2CEAD 2EBF0-2EE5D 31350-33479"""
 _NOT_PRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
 _SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "'": "\\'", "\t": "\\t", "\r": "\\r", "\n": "\\n"}
+
+
+def _ranges(text: str) -> tuple[list[int], list[int]]:
+    pairs = [(int(a, 16), int(b or a, 16)) for a, _, b in (r.partition("-") for r in text.split())]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def _within(code: int, ranges: tuple[list[int], list[int]]) -> bool:
+    i = bisect_right(ranges[0], code) - 1
+    return i >= 0 and code <= ranges[1][i]
+
+
+_ESCAPED, _PRINTED = _ranges(_ESCAPED_TEXT), _ranges(_PRINTED_TEXT)
 
 
 @lru_cache(maxsize=8192)
 def _escape_char(ch: str) -> str:
     """One char as wasm-wave writes it: Rust's ``escape_default`` for quotes, backslash and
-    tab/CR/LF, ``escape_unicode`` for controls, ``escape_debug`` (escapes grapheme extenders and
-    non-printables) for everything else."""
+    tab/CR/LF, ``escape_unicode`` for controls, ``escape_debug`` for everything else."""
     if ch in _SIMPLE_ESCAPES:
         return _SIMPLE_ESCAPES[ch]
     code = ord(ch)
-    if 0x20 <= code < 0x7F:
+    if 0x20 <= code < 0x7F or _within(code, _PRINTED):
         return ch
     category = unicodedata.category(ch)
-    extend = category in ("Mn", "Me") or any(lo <= code <= hi for lo, hi in _OTHER_GRAPHEME_EXTEND)
-    if extend or (category in _NOT_PRINTABLE and ch != " "):
+    if category in ("Mn", "Me") or category in _NOT_PRINTABLE or _within(code, _ESCAPED):
         return f"\\u{{{code:x}}}"
     return ch
 
 
-def _nearest_f32(q: Fraction) -> float:
-    """Round a rational to the nearest f32 (ties to even) in one step, as Rust's parser does;
-    going through f64 first could round twice."""
-    if q == 0:
-        return 0.0
+def _round_f32(x: float) -> float:
+    """``x`` rounded to the nearest f32 (one rounding step: ``x`` is exact in f64)."""
+    try:
+        return float(struct.unpack("<f", struct.pack("<f", x))[0])
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _f32_bits(x: float) -> int:
+    return int(struct.unpack("<I", struct.pack("<f", x))[0])
+
+
+def _bits_f32(bits: int) -> float:
+    """The f32 with these bits; the bits of infinity give 2**128, the next step above the max."""
+    if bits == 0x7F800000:
+        return 2.0**128
+    return float(struct.unpack("<f", struct.pack("<I", bits))[0])
+
+
+def _exact_f32(q: Fraction) -> float:
+    """The f32 nearest to ``q`` (ties to even), computed exactly."""
     a = abs(q)
     exp = max(a.numerator.bit_length() - a.denominator.bit_length(), -126)
-    if Fraction(2) ** exp > a and exp > -126:
+    if exp > -126 and Fraction(2) ** exp > a:
         exp -= 1
     ulp = Fraction(2) ** (exp - 23)
     result = round(a / ulp) * ulp
-    value = math.inf if result >= 2**128 else float(result)
-    return -value if q < 0 else value
+    return math.copysign(math.inf if result >= 2**128 else float(result), q)
 
 
-def _f32_bits_value(bits: int) -> Fraction:
-    return Fraction(struct.unpack("<f", struct.pack("<I", bits))[0])
+def _parse_f32(text: str) -> float:
+    """Decimal text to f32 in one rounding, as Rust parses it. Going through f64 rounds twice,
+    which matters only when the f64 lands exactly halfway between two f32s."""
+    y = float(text)
+    r = _round_f32(y)
+    if r != y and not math.isinf(y):
+        bits = _f32_bits(abs(r)) if math.isfinite(r) else 0x7F800000
+        other = _bits_f32(bits + 1 if abs(y) > _bits_f32(bits) else bits - 1)
+        if (_bits_f32(bits) + other) / 2 == abs(y):
+            return _exact_f32(Fraction(text))
+    return r
 
 
-def _shortest_f32(x: float) -> tuple[str, int]:
-    """Shortest decimal digits (and exponent) that read back as the positive f32 ``x``, the
-    closest such when several have that length: what Rust's float ``Display`` emits."""
-    v = Fraction(x)
-    bits = struct.unpack("<I", struct.pack("<f", x))[0]
-    up = Fraction(2**128) if bits == 0x7F7FFFFF else _f32_bits_value(bits + 1)
-    lo, hi = (v + _f32_bits_value(bits - 1)) / 2, (v + up) / 2
-    even = bits % 2 == 0
-    e10 = math.floor(math.log10(x))
+def _f32_shortest(x: float) -> str:
+    """Shortest scientific text that reads back as the positive finite f32 ``x`` and, among
+    those, the closest to it: the digits Rust's float ``Display`` prints."""
+    bits = _f32_bits(x)
+    lo, hi = (x + _bits_f32(bits - 1)) / 2, (x + _bits_f32(bits + 1)) / 2  # exact in f64
+    if bits & 0x7FFFFF or bits < 0x1000000:  # symmetric interval: closest p digits suffice
+        for p in range(9):
+            y = float(candidate := f"{x:.{p}e}")
+            if y in (lo, hi):
+                break  # on the boundary after rounding to f64: decide exactly below
+            if lo < y < hi:
+                return candidate
+    v, flo, fhi, even = Fraction(x), Fraction(lo), Fraction(hi), bits % 2 == 0
+    e10 = math.floor(math.log10(x)) + 1
     while Fraction(10) ** e10 > v:
         e10 -= 1
-    while Fraction(10) ** (e10 + 1) <= v:
-        e10 += 1
     for precision in range(1, 18):
         unit = Fraction(10) ** (e10 - precision + 1)
         k = math.floor(v / unit)
-        fits = [c for c in (k, k + 1) if lo < c * unit < hi or (even and c * unit in (lo, hi))]
+        fits = [c for c in (k, k + 1) if flo < c * unit < fhi or (even and c * unit in (flo, fhi))]
         if fits:
-            best = min(fits, key=lambda c: (abs(c * unit - v), -c))
-            return str(best), e10 - precision + 1
+            return f"{min(fits, key=lambda c: abs(c * unit - v))}e{e10 - precision + 1}"
     raise AssertionError("unreachable: 17 digits always identify an f32")
 
 
@@ -114,12 +181,9 @@ def _format_float(x: float, f32: bool) -> str:
         return "nan"
     if math.isinf(x) or x == 0:
         return ("-" if math.copysign(1.0, x) < 0 else "") + ("inf" if math.isinf(x) else "0")
-    if f32:
-        digits, exp = _shortest_f32(abs(x))
-    else:
-        mantissa, _, e = repr(abs(x)).partition("e")
-        whole, _, frac = mantissa.partition(".")
-        digits, exp = (whole + frac).lstrip("0"), int(e or 0) - len(frac)
+    mantissa, _, e = (_f32_shortest(abs(x)) if f32 else repr(abs(x))).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits, exp = (whole + frac).lstrip("0"), int(e or 0) - len(frac)
     stripped = digits.rstrip("0")
     exp += len(digits) - len(stripped)
     if exp >= 0:
@@ -131,10 +195,14 @@ def _format_float(x: float, f32: bool) -> str:
     return ("-" if x < 0 else "") + body
 
 
-def _mismatch(ty: WitType, value: Any, why: str = "") -> WitValueError:
-    shown = repr(value)
+def _expected(ty: WitType, shown: str, why: str = "") -> WitValueError:
+    """The one error shape: ``expected u8, got 300: out of range 0..=255``."""
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     return WitValueError(f"expected {type_label(ty)}, got {shown}" + (f": {why}" if why else ""))
+
+
+def _mismatch(ty: WitType, value: Any, why: str = "") -> WitValueError:
+    return _expected(ty, repr(value), why)
 
 
 def _label(name: str) -> str:
@@ -157,16 +225,14 @@ def _format_primitive(v: Any, ty: Primitive) -> str:
     if kind in ("f32", "f64"):
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise _mismatch(ty, v)
-        x = float(v)
-        if kind == "f32" and math.isfinite(x):
-            x = math.copysign(_nearest_f32(Fraction(x)), x)
+        x = _round_f32(float(v)) if kind == "f32" else float(v)
         return _format_float(x, kind == "f32")
     if not isinstance(v, str) or (kind == "char" and len(v) != 1):
         raise _mismatch(ty, v)
     try:
         v.encode("utf-8")
     except UnicodeEncodeError:
-        raise _mismatch(ty, v, "contains a surrogate, which is not a Unicode scalar value") from None
+        raise _mismatch(ty, v, "a surrogate is not a Unicode scalar value") from None
     if kind == "char":
         return f"'{_escape_char(v)}'"
     return '"' + "".join(map(_escape_char, v)) + '"'
@@ -188,7 +254,8 @@ def format_value(value: Any, ty: WitType) -> str:
     if isinstance(ty, TupleType):
         if not isinstance(value, (tuple, list)) or len(value) != len(ty.elements):
             raise _mismatch(ty, value)
-        return "(" + ", ".join(format_value(x, t) for x, t in zip(value, ty.elements)) + ")"
+        items = (format_value(x, t) for x, t in zip(value, ty.elements, strict=True))
+        return "(" + ", ".join(items) + ")"
     if isinstance(ty, VariantType):
         cases = dict(ty.cases)
         if not isinstance(value, Case) or value.name not in cases:
@@ -221,7 +288,7 @@ def format_value(value: Any, ty: WitType) -> str:
             return word
         return f"{word}({format_value(value.value, side)})"
     if isinstance(ty, FlagsType):
-        if not isinstance(value, (set, frozenset)) or not value <= set(ty.names):
+        if not isinstance(value, AbstractSet) or not value <= set(ty.names):
             raise _mismatch(ty, value)
         return "{" + ", ".join(n for n in ty.names if n in value) + "}"
     if isinstance(ty, (OwnType, BorrowType)):
@@ -232,7 +299,7 @@ def format_value(value: Any, ty: WitType) -> str:
 def _format_record(value: Any, ty: RecordType) -> str:
     """``{a: 1, b: 2}``; ``option`` fields that are ``none`` are left out, as wasm-wave does,
     and a record with nothing left is ``{:}`` (``{}`` is empty flags)."""
-    if not isinstance(value, dict):
+    if not isinstance(value, Mapping):
         raise _mismatch(ty, value)
     names = [n for n, _ in ty.fields]
     if missing := [n for n in names if n not in value]:
@@ -252,13 +319,14 @@ _ESCAPE = r"""\\['"tnr\\]|\\u\{[0-9a-fA-F]{1,6}\}"""
 _WORD = "[a-z][a-z0-9]*|[A-Z][A-Z0-9]*"
 _TOKEN = re.compile(
     r"(?P<skip>[ \t\n\r]+|//[^\n]*)"
-    r'|(?P<mstring>""")'
+    r'|(?P<mstring>"""[\s\S]*?""")'
     rf'|(?P<string>"(?:[^\\"\n]|{_ESCAPE})*")'
     rf"|(?P<char>'(?:[^\\'\n]{{1,4}}|{_ESCAPE})')"
     r"|(?P<number>-inf|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
     rf"|(?P<label>%?(?:{_WORD})(?:-(?:[0-9]+(?:{_WORD})?|{_WORD}))*)"
     r"|(?P<punct>[{}()\[\]:,])"
 )
+_INTEGER = re.compile(r"-?[0-9]+")
 _UNESCAPE = re.compile(r"""\\(?:(['"tnr\\])|u\{([0-9a-fA-F]{1,6})\}|)""")
 _SIMPLE_UNESCAPES = {"'": "'", '"': '"', "t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
 
@@ -267,32 +335,25 @@ class _SyntaxError(Exception):
     """Malformed WAVE text; ``parse_value`` re-raises it as a WitValueError naming the type."""
 
 
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # skip-less token group name, or the punctuation character itself
+class _Token(NamedTuple):
+    kind: str  # the token group name, or the punctuation character itself
     start: int
     end: int
 
 
-def _lex(text: str) -> list[_Token]:
+def _lex(text: str, pos: int = 0) -> list[_Token]:
     tokens: list[_Token] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise _SyntaxError(f"invalid token at offset {pos}: {text[pos:pos + 12]!r}")
-        kind = m.lastgroup or ""
-        end = m.end()
-        if kind == "mstring":
-            close = text.find('"""', end)
-            if close < 0:
-                raise _SyntaxError(f'unterminated """ string at offset {pos}')
-            end = close + 3
-        elif kind == "char" and text[pos + 1] != "\\" and end - pos != 3:
-            raise _SyntaxError(f"more than one character in char literal at offset {pos}")
-        if kind != "skip":
-            tokens.append(_Token(text[pos] if kind == "punct" else kind, pos, end))
+    for m in _TOKEN.finditer(text, pos):
+        start, end, kind = m.start(), m.end(), m.lastgroup
+        if start != pos:
+            break
         pos = end
+        if kind == "char" and text[start + 1] != "\\" and end - start != 3:
+            raise _SyntaxError(f"more than one character in char literal at offset {start}")
+        if kind != "skip":
+            tokens.append(_Token(text[start] if kind == "punct" else kind or "", start, end))
+    if pos != len(text):
+        raise _SyntaxError(f"invalid token at offset {pos}: {text[pos:pos + 12]!r}")
     return tokens
 
 
@@ -329,7 +390,7 @@ def _multiline(inner: str) -> str:
 # ------------------------------------------------------------------------------------ parsing
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Node:
     kind: str  # bool, number, char, string, tuple, list, record, flags, label, some, none, ok, err
     start: int
@@ -341,8 +402,8 @@ class _Node:
 class _Parser:
     """wasm-wave's grammar, untyped: the typed conversion happens afterwards on the tree."""
 
-    def __init__(self, text: str) -> None:
-        self.text, self.tokens, self.pos, self.depth = text, _lex(text), 0, 0
+    def __init__(self, text: str, start: int = 0) -> None:
+        self.text, self.tokens, self.pos, self.depth = text, _lex(text, start), 0, 0
 
     def peek(self) -> str | None:
         return self.tokens[self.pos].kind if self.pos < len(self.tokens) else None
@@ -390,7 +451,8 @@ class _Parser:
             self.expect(self.advance(), ")")
             kind = raw if raw in ("some", "ok", "err") else "label"
             return _Node(kind, tok.start, self.end, (payload,), raw.lstrip("%"))
-        return _Node(raw if raw in ("ok", "err") else "label", tok.start, tok.end, name=raw.lstrip("%"))
+        kind = raw if raw in ("ok", "err") else "label"
+        return _Node(kind, tok.start, tok.end, name=raw.lstrip("%"))
 
     @property
     def end(self) -> int:
@@ -454,9 +516,7 @@ class _Converter:
         self.text = text
 
     def fail(self, node: _Node, ty: WitType, why: str = "") -> NoReturn:
-        shown = self.text[node.start:node.end]
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        raise WitValueError(f"expected {type_label(ty)}, got {shown}" + (f": {why}" if why else ""))
+        raise _expected(ty, self.text[node.start:node.end], why)
 
     def value(self, node: _Node, ty: WitType) -> Any:
         if isinstance(ty, Primitive):
@@ -488,7 +548,7 @@ class _Converter:
                 self.fail(node, ty)
             if len(node.children) != len(ty.elements):
                 self.fail(node, ty, f"{len(node.children)} elements, expected {len(ty.elements)}")
-            return tuple(self.value(c, t) for c, t in zip(node.children, ty.elements))
+            return tuple(self.value(c, t) for c, t in zip(node.children, ty.elements, strict=True))
         if isinstance(ty, RecordType):
             return self.record(node, ty)
         if isinstance(ty, VariantType):
@@ -559,14 +619,14 @@ class _Converter:
             self.fail(node, ty)
         if kind in INT_RANGES:
             lo, hi = INT_RANGES[kind]
-            if not re.fullmatch(r"-?[0-9]+", raw) or (lo == 0 and raw.startswith("-")):
+            if not _INTEGER.fullmatch(raw) or (lo == 0 and raw.startswith("-")):
                 self.fail(node, ty)
             if not lo <= int(raw) <= hi:
                 self.fail(node, ty, f"out of range {lo}..={hi}")
             return int(raw)
         if raw in ("inf", "-inf", "nan") or kind == "f64":
             return float(raw)
-        return math.copysign(_nearest_f32(Fraction(raw)), -1.0 if raw[0] == "-" else 1.0)
+        return _parse_f32(raw)
 
 
 def parse_value(text: str, ty: WitType) -> Any:
@@ -583,57 +643,27 @@ def parse_value(text: str, ty: WitType) -> Any:
 
 
 _FUNC_NAME = re.compile(r"[A-Za-z0-9_\-.:/#@%\[\]]+")
-_CLOSERS = {"(": ")", "[": "]", "{": "}"}
 
 
 def parse_call(text: str) -> tuple[str, list[str]]:
     """Split ``name(arg, …)`` into the function name and each argument's raw WAVE text.
 
-    The split follows WAVE tokens, so commas inside strings, chars, lists, records or comments
-    never split an argument; a trailing comma is allowed, as in wasm-wave. Each argument must be
-    one well-formed WAVE value (its type is checked later, by ``parse_args``).
+    The arguments are parsed as WAVE values (untyped, as wasm-wave parses a call's parameter
+    tuple), so commas inside strings, chars, lists or records never split an argument and a
+    trailing comma is allowed; their types are checked later, by ``parse_args``.
     """
-    def bad(why: str) -> WitValueError:
-        return WitValueError(f"invalid call expression {text!r}: {why}")
-
     stripped = text.strip()
     open_at = stripped.find("(")
     name = stripped[:open_at].rstrip() if open_at > 0 else ""
-    if not _FUNC_NAME.fullmatch(name):
-        raise bad("expected `name(arg, …)`")
     try:
-        tokens = _lex(stripped[open_at:])
+        if not _FUNC_NAME.fullmatch(name):
+            raise _SyntaxError("expected `name(arg, …)`")
+        parser = _Parser(stripped, open_at)
+        parser.expect(parser.advance(), "(")
+        args = [stripped[node.start:node.end] for node in parser.sequence(")")]
+        parser.finish()
     except _SyntaxError as e:
-        raise bad(str(e)) from None
-    args: list[str] = []
-    stack = [")"]
-    arg: list[_Token] = []
-    for tok in tokens[1:]:
-        if not stack:
-            raise bad(f"trailing characters at offset {open_at + tok.start}")
-        if len(stack) == 1 and tok.kind in (",", ")"):
-            if arg:
-                args.append(stripped[open_at + arg[0].start:open_at + arg[-1].end])
-            elif tok.kind == ",":
-                raise bad(f"missing argument before ',' at offset {open_at + tok.start}")
-            arg = []
-            if tok.kind == ")":
-                stack.pop()
-            continue
-        arg.append(tok)
-        if tok.kind in _CLOSERS:
-            stack.append(_CLOSERS[tok.kind])
-        elif tok.kind in (")", "]", "}") and tok.kind != stack.pop():
-            raise bad(f"unbalanced {tok.kind!r} at offset {open_at + tok.start}")
-    if stack:
-        raise bad("unbalanced brackets")
-    for i, arg_text in enumerate(args):
-        try:
-            parser = _Parser(arg_text)
-            parser.node()
-            parser.finish()
-        except _SyntaxError as e:
-            raise bad(f"argument {i + 1}: {e}") from None
+        raise WitValueError(f"invalid call expression {text!r}: {e}") from None
     return name, args
 
 
@@ -648,7 +678,7 @@ def parse_args(texts: list[str], params: tuple[tuple[str, WitType], ...]) -> lis
         count = str(len(params)) if required == len(params) else f"{required} to {len(params)}"
         raise WitValueError(f"expected {count} argument(s) ({names}), got {len(texts)}")
     values: list[Any] = []
-    for (name, ty), text in zip(params, texts):
+    for (name, ty), text in zip(params, texts, strict=False):
         try:
             values.append(parse_value(text, ty))
         except WitValueError as e:

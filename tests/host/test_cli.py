@@ -167,7 +167,7 @@ def test_inspect_prints_wit(greeter_wasm: Path) -> None:
         (["run", "--invoke", "add(1, 2", str(CALC)], 2, "WitValueError"),
         (["run", "--invoke", "fail()", str(CALC)], 1, "GuestTrap"),
         (["run", "--invoke", "add(1,2)", "/nonexistent.wasm"], 3, "no such file"),
-        (["run", "--invoke", "version()", str(CALC), "--max-memory", "0"], 2, "max_memory"),
+        (["run", "--max-memory", "0", "--invoke", "version()", str(CALC)], 2, "max_memory"),
     ],
 )
 def test_errors_are_one_line_with_exit_codes(args: list[str], code: int, message: str) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import struct
+from functools import partial
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from trellis.lattice.errors import WitValueError
 from trellis.lattice.wit.types import (
     INT_RANGES,
@@ -277,7 +277,7 @@ def test_parse(text: str, ty: WitType, value: Any) -> None:
     ('"""\n  a\n  x"""', STRING, "preceded only by spaces"),
     ('"""\n a\n  """', STRING, "indented at least"),
     ('"""\n  \\q\n  """', STRING, "invalid character escape"),
-    ('"""\n', STRING, "unterminated"),
+    ('"""\n', STRING, "invalid token"),
     ("[1, 2", ListType(U8), "unexpected end"),
     ("[1 2]", ListType(U8), "unexpected '2'"),
     ("[,]", ListType(U8), "unexpected ','"),
@@ -357,16 +357,17 @@ def test_parse_call(text: str, name: str, args: list[str]) -> None:
     ("greet", "expected `name(arg, …)`"),
     ("(1)", "expected `name(arg, …)`"),
     ("gr eet(1)", "expected `name(arg, …)`"),
-    ("f(1", "unbalanced"),
-    ("f([1)", "unbalanced"),
+    ("f(1", "unexpected end of input"),
+    ("f([1)", "unexpected ')' at offset 4"),
+    ("f([1)]", "unexpected ')'"),
     ("f(1))", "trailing characters"),
     ("f(1) x", "trailing characters"),
-    ("f([1)]", "unbalanced ')'"),
-    ("f(1,,2)", "missing argument"),
-    ("f(,)", "missing argument"),
+    ("f(1,,2)", "unexpected ','"),
+    ("f(,)", "unexpected ','"),
     ("f(\"abc)", "invalid token"),
-    ("f(1 2)", "argument 1: trailing characters"),
-    ("f(@)", "invalid token"),
+    ("f(1 2)", "unexpected '2'"),
+    ("f(@)", "invalid token at offset 2"),
+    ("f(" + "[" * 101 + "]" * 101 + ")", "nesting deeper than 100"),
 ])
 def test_parse_call_rejects(text: str, message: str) -> None:
     with pytest.raises(WitValueError) as info:
@@ -429,7 +430,7 @@ LABELS = st.sampled_from([
     "a", "b", "x-y", "name", "v2", "HTTP", "a-1b", "color-42-2A-5d",
     "ok", "err", "some", "none", "true", "false", "inf", "nan",
 ])
-SCALARS = st.characters(exclude_categories=("Cs",))
+SCALARS = st.characters(codec="utf-8")  # every Unicode scalar value, no surrogates
 
 
 def names(min_size: int = 1) -> st.SearchStrategy[tuple[str, ...]]:
@@ -487,7 +488,7 @@ def values_of(ty: WitType) -> st.SearchStrategy[Any]:  # noqa: C901 - one branch
         return st.fixed_dictionaries({n: values_of(t) for n, t in ty.fields})
     if isinstance(ty, VariantType):
         return st.one_of(*(
-            st.just(Case(n)) if t is None else values_of(t).map(lambda v, n=n: Case(n, v))
+            st.just(Case(n)) if t is None else values_of(t).map(partial(Case, n))
             for n, t in ty.cases
         ))
     if isinstance(ty, EnumType):
