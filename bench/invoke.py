@@ -293,12 +293,15 @@ def bench_calls(rep: Report, loop: asyncio.AbstractEventLoop, rt: Runtime,
             rep.targets.append(Target(f"{case.short}: (b)/(a) pooled call / stock",
                                       b / a, 0.5, "x", detail=f"{b*1e6:.1f} / {a*1e6:.1f} µs"))
         else:
-            rep.targets.append(Target(f"{case.short}: (a)/(b) stock / pooled call",
-                                      a / b, 10.0,
-                                      "x", at_least=True,
-                                      detail=f"{a*1e3:.2f} / {b*1e3:.2f} ms"))
+            rep.targets.append(Target(f"{case.short}: (a)/(b) stock / pooled call", a / b, 10.0,
+                                      "x", at_least=True, detail=f"{a*1e3:.2f} / {b*1e3:.2f} ms"))
         rep.targets.append(Target(f"{case.short}: (c)/(a) await invoke / stock", c / a, 1.5, "x",
                                   detail=f"{c*1e6:.1f} / {a*1e6:.1f} µs"))
+    if platform.libc_ver()[0] == "glibc":
+        rep.say("  note: each 64 KiB call makes MB-sized allocations in wasmtime; glibc serves "
+                "them from fresh mmaps (page faults: ~+50%)\n        until some large block "
+                "has been freed in the process and raised malloc's mmap threshold (loading the "
+                "18 MB greeter does that).")
     best = min(h.best for h in hops) * 1e6
     median = statistics.median(h.median for h in hops) * 1e6
     rep.say(f"  floor under (c): a worker-thread round trip doing nothing, await "
@@ -647,7 +650,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true",
                     help="short smoke run: fewer, shorter batches; no compile timing")
     ap.add_argument("--profile", action="store_true",
-                    help="print cProfile tables of the Trellis paths instead of benchmarking")
+                    help="instead of benchmarking: cProfile tables of the Trellis paths, add() "
+                         "through each layer, and a cache-hit load step by step")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:

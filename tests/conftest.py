@@ -96,3 +96,63 @@ def cli_app_wasm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathF
     for package in WASI_COMMAND_PACKAGES:
         shutil.copytree(deps / package, wit / "deps" / package)
     return build_python_component(CLI_APP_DIR, wit=wit, progress=_progress(pytestconfig))
+
+
+# --- NATS (machinery in tests/_nats.py): one server per session, a unique lattice per test ------
+# Self-contained block; the imports sit here so the block can be read (and moved) on its own.
+from collections.abc import AsyncIterator, Iterator  # noqa: E402
+
+import pytest_asyncio  # noqa: E402
+from _nats import NatsServers, add_nats_options, unique_lattice  # noqa: E402
+from trellis.lattice.nats_server import NatsServer, start_cluster, stop_all  # noqa: E402
+
+
+@pytest.hookimpl(specname="pytest_addoption")
+def pytest_addoption_nats(parser: pytest.Parser) -> None:
+    """Registered under its own name so another ``pytest_addoption`` here cannot shadow it."""
+    add_nats_options(parser)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """The session's own nats-server (JetStream, free port). Started without an event loop: the
+    process is loop-independent, so every test's loop can use it."""
+    server = NatsServer(server_name="trellis-test-session")
+    server.start_sync()
+    yield server
+    server.stop_sync()
+
+
+@pytest.fixture(scope="session")
+def nats_url(request: pytest.FixtureRequest) -> str:
+    """``--nats-url`` when given, else the session server's URL."""
+    url: str | None = request.config.getoption("nats_url")
+    return url or request.getfixturevalue("nats_server").url
+
+
+@pytest.fixture
+def lattice() -> str:
+    """A lattice name unique to this test (``test-1a2b3c4d``)."""
+    return unique_lattice()
+
+
+@pytest.fixture
+async def nats_server_factory() -> AsyncIterator[NatsServers]:
+    """Private servers (``await f.server()``) and clusters (``await f.cluster(3)``) for tests that
+    restart or break them; all stopped at the end of the test."""
+    servers = NatsServers()
+    try:
+        yield servers
+    finally:
+        await servers.aclose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def nats_cluster() -> AsyncIterator[list[NatsServer]]:
+    """A 3-node loopback cluster (JetStream, routes up) shared by one test module. Don't stop or
+    restart its nodes; use ``nats_server_factory.cluster()`` for that."""
+    servers = await start_cluster(3)
+    try:
+        yield servers
+    finally:
+        await stop_all(servers)

@@ -5,8 +5,9 @@ exactly as wasmtime does. ``parse_value`` accepts what wasm-wave's parser accept
 trailing commas, ``\"\"\"`` multiline strings, ``%``-escaped labels, flattened ``some``/``ok``,
 omitted ``option`` record fields) and checks the result against the WIT type model.
 
-Deviations: unknown record fields are rejected (wasm-wave drops them), and which characters
-strings escape is pinned to wasmtime 49 (Unicode 17); see ``_ESCAPED_TEXT``.
+Deviations from wasmtime 49: unknown record fields are rejected (wasm-wave drops them) and
+``%``-prefixed flag names are accepted (as wasm-wave's current source does, unlike wasmtime 49).
+Which characters strings escape is pinned to wasmtime 49's Unicode 17 data; see ``_ESCAPED_TEXT``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Context, Decimal
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any, NamedTuple, NoReturn
@@ -175,13 +177,23 @@ def _f32_shortest(x: float) -> str:
     raise AssertionError("unreachable: 17 digits always identify an f32")
 
 
+def _ties_up(x: float, text: str) -> str:
+    """Between two equally close shortest digit strings Rust takes the upper one, Python's repr
+    and ``format`` the even one; redo those (rare) ties by rounding the exact value half up."""
+    significant = len(text.partition("e")[0].replace(".", "").strip("0"))
+    exact = "".join(map(str, Decimal(x).as_tuple().digits)).rstrip("0")
+    if len(exact) != significant + 1 or exact[-1] != "5":
+        return text
+    return format(Context(prec=significant, rounding=ROUND_HALF_UP).create_decimal(x), "e")
+
+
 def _format_float(x: float, f32: bool) -> str:
     """Rust's ``Display`` for floats: shortest round-trip digits, never an exponent, no ``.0``."""
     if math.isnan(x):
         return "nan"
     if math.isinf(x) or x == 0:
         return ("-" if math.copysign(1.0, x) < 0 else "") + ("inf" if math.isinf(x) else "0")
-    mantissa, _, e = (_f32_shortest(abs(x)) if f32 else repr(abs(x))).partition("e")
+    mantissa, _, e = _ties_up(abs(x), _f32_shortest(abs(x)) if f32 else repr(abs(x))).partition("e")
     whole, _, frac = mantissa.partition(".")
     digits, exp = (whole + frac).lstrip("0"), int(e or 0) - len(frac)
     stripped = digits.rstrip("0")
@@ -193,6 +205,16 @@ def _format_float(x: float, f32: bool) -> str:
     else:
         body = "0." + "0" * -point + stripped
     return ("-" if x < 0 else "") + body
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_scalars(text: str, ty: WitType) -> str:
+    """Python strings may hold lone surrogates (``surrogateescape``); WIT strings may not."""
+    if not text.isascii() and _SURROGATE.search(text):
+        raise _mismatch(ty, text, "a surrogate is not a Unicode scalar value")
+    return text
 
 
 def _expected(ty: WitType, shown: str, why: str = "") -> WitValueError:
@@ -229,10 +251,7 @@ def _format_primitive(v: Any, ty: Primitive) -> str:
         return _format_float(x, kind == "f32")
     if not isinstance(v, str) or (kind == "char" and len(v) != 1):
         raise _mismatch(ty, v)
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _mismatch(ty, v, "a surrogate is not a Unicode scalar value") from None
+    _check_scalars(v, ty)
     if kind == "char":
         return f"'{_escape_char(v)}'"
     return '"' + "".join(map(_escape_char, v)) + '"'
@@ -608,13 +627,12 @@ class _Converter:
             return node.name == "true"
         if kind in ("char", "string"):
             if kind == "char" and node.kind == "char":
-                inner = raw[1:-1]
-                return _unescape(inner) if inner.startswith("\\") else inner
-            if kind == "string" and node.kind == "string":
-                return _unescape(raw[1:-1])
-            if kind == "string" and node.kind == "mstring":
-                return _multiline(raw[3:-3])
-            self.fail(node, ty)
+                text = _unescape(raw[1:-1]) if raw[1] == "\\" else raw[1:-1]
+            elif kind == "string" and node.kind in ("string", "mstring"):
+                text = _unescape(raw[1:-1]) if node.kind == "string" else _multiline(raw[3:-3])
+            else:
+                self.fail(node, ty)
+            return _check_scalars(text, ty)
         if node.kind != "number":
             self.fail(node, ty)
         if kind in INT_RANGES:
@@ -693,8 +711,6 @@ def parse_cli_arg(text: str, ty: WitType) -> Any:
     is the one character given, or a WAVE char literal such as ``'\\n'`` when the word is
     longer. Every other type is WAVE text (``42``, ``true``, ``[1, 2]``, ``{a: 1}``).
     """
-    if ty == Primitive("string"):
-        return text
-    if ty == Primitive("char") and len(text) == 1:
-        return text
+    if ty == Primitive("string") or (ty == Primitive("char") and len(text) == 1):
+        return _check_scalars(text, ty)
     return parse_value(text, ty)

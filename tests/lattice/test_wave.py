@@ -155,6 +155,11 @@ def test_string_escaping(text: str, expected: str) -> None:
     (f32(1e-45), F32, "0." + "0" * 44 + "1"),
     (f32(1.17549435e-38), F32, "0.000000000000000000000000000000000000011754944"),
     (2.0**-149 * 3, F32, "0.000000000000000000000000000000000000000000004"),
+    # ties between two shortest candidates go up in Rust (Python's repr would pick the even one)
+    (1125899906842624.25, F64, "1125899906842624.3"),
+    (353106.625, F32, "353106.63"),
+    (2008745.25, F32, "2008745.3"),
+    (f32(2.0**127), F32, "170141180000000000000000000000000000000"),  # power of two: lopsided
 ])
 def test_format_float(value: float, ty: WitType, text: str) -> None:
     assert format_value(value, ty) == text
@@ -311,6 +316,8 @@ def test_parse(text: str, ty: WitType, value: Any) -> None:
     ("0", OwnType("counter"), "resource handles"),
     ("0", BorrowType("counter"), "resource handles"),
     ("@", U8, "invalid WAVE for u8: invalid token at offset 0"),
+    ('"a\ud800"', STRING, "surrogate"),
+    ("'\udc80'", CHAR, "surrogate"),
 ])
 def test_parse_rejects(text: str, ty: WitType, message: str) -> None:
     with pytest.raises(WitValueError) as info:
@@ -320,7 +327,8 @@ def test_parse_rejects(text: str, ty: WitType, message: str) -> None:
 
 def test_parse_value_requires_text() -> None:
     with pytest.raises(WitValueError, match="must be a str"):
-        parse_value(42, U8)  # type: ignore[arg-type]
+        not_text: Any = 42
+        parse_value(not_text, U8)
 
 
 def test_nested_options_in_lists_and_records() -> None:
@@ -418,7 +426,9 @@ def test_parse_cli_arg(word: str, ty: WitType, value: Any) -> None:
     assert parse_cli_arg(word, ty) == value
 
 
-@pytest.mark.parametrize(("word", "ty"), [("ab", CHAR), ("", CHAR), ("x", U32), ("1.5", U8)])
+@pytest.mark.parametrize(("word", "ty"), [
+    ("ab", CHAR), ("", CHAR), ("x", U32), ("1.5", U8), ("caf\udce9", STRING), ("\udce9", CHAR),
+])
 def test_parse_cli_arg_rejects(word: str, ty: WitType) -> None:
     with pytest.raises(WitValueError):
         parse_cli_arg(word, ty)
