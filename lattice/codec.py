@@ -344,9 +344,10 @@ def _dec_char(data: Any, pos: int) -> tuple[str, int]:
     return chr(o), pos + 4
 
 
-def _span(data: Any, pos: int, what: str, unit: int = 1) -> tuple[int, int, int]:
-    """Read a length or count at ``pos``; returns it with where its payload starts and ends,
-    having checked that ``count × unit`` bytes are really there."""
+def _span(data: Any, pos: int, what: str, unit: int = 0) -> tuple[int, int, int]:
+    """Read a byte length (``unit`` 0) or an element count (elements of at least ``unit``
+    bytes) at ``pos``; returns it with where its payload starts and where it ends at the
+    least, having checked that those bytes are really there."""
     try:
         n = data[pos]
     except IndexError:
@@ -354,11 +355,14 @@ def _span(data: Any, pos: int, what: str, unit: int = 1) -> tuple[int, int, int]
     start = pos + 1
     if n >= 0x80:
         n, start = _read_uleb(data, pos, what)
-    end = start + n * unit
+    end = start + n * (unit or 1)
     if end > len(data):
         left = len(data) - start
-        need = f"{n} bytes" if unit == 1 else f"{n} elements of at least {unit} byte(s)"
-        raise _bad(what, pos, f"length says {need}, only {left} left")
+        if unit:
+            why = f"count {n} needs at least {n * unit} byte(s), only {left} left"
+        else:
+            why = f"length {n} exceeds the {left} byte(s) left"
+        raise _bad(what, pos, why)
     return n, start, end
 
 

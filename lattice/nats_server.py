@@ -180,6 +180,8 @@ class _Boot:
     ready: bool = False
     exited: bool = False
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    unformatted: list[str] = field(default_factory=list)
+    """The first lines that are not log lines: a flag error before the usage text, a panic."""
 
 
 class _Watcher:
@@ -225,6 +227,8 @@ class _Watcher:
     def _parse(self, line: str) -> bool:
         m = _LINE.match(line)
         if m is None:
+            if line.strip() and len(self.boot.unformatted) < 8:
+                self.boot.unformatted.append(line)
             return False
         level, text, boot = m["level"], m["text"], self.boot
         if text.startswith("Listening for client connections on "):
@@ -333,7 +337,7 @@ class NatsServer:
         self._port = port or None
         self._monitor_port = monitor_port
         self._route_port = (cluster.port or None) if cluster else None
-        self._given_store = store_dir
+        self._given_store = Path(store_dir) if store_dir is not None else None
         self._store: Path | None = None
         self._store_cleanup: weakref.finalize[..., NatsServer] | None = None
         self._proc: subprocess.Popen[str] | None = None
@@ -503,7 +507,10 @@ class NatsServer:
 
     def _ensure_store(self) -> Path:
         if self._given_store is not None:
-            self._given_store.mkdir(parents=True, exist_ok=True)
+            try:
+                self._given_store.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise NatsServerError(f"{self.name}: cannot use store_dir: {exc}") from exc
             return self._given_store
         if self._store is None:
             self._store = Path(tempfile.mkdtemp(prefix="trellis-nats-"))
@@ -526,7 +533,7 @@ class NatsServer:
         if boot.exited or proc.poll() is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2.0)  # its output has closed: it is exiting right now
-            raise self._exit_error(proc.returncode, list(boot.errors))
+            raise self._exit_error(proc.returncode, list(boot.errors) or boot.unformatted)
         if not ready:
             raise NatsServerTimeout(self.name, timeout, self.log_tail(15))
         self._port, self._route_port = boot.client_port, boot.route_port

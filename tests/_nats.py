@@ -47,7 +47,7 @@ class NatsServers:
 
     async def cluster(self, n: int = 3, **kwargs: Any) -> list[NatsServer]:
         """A fresh n-node loopback cluster with its routes up (see ``start_cluster``)."""
-        servers = await start_cluster(n, **kwargs)
+        servers: list[NatsServer] = await start_cluster(n, **kwargs)
         self._started.extend(servers)
         return servers
 

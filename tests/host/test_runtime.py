@@ -262,3 +262,19 @@ def test_wasmtime_cli_function_spelling_is_accepted(rt: Runtime, calc_wat: str) 
     comp = rt.load(calc_wat.encode(), name="calc")
     assert comp.call("example:calc/calc.add@0.1.0", 2, 3) == 5
     assert comp.call("example:calc/calc.add", 2, 3) == 5
+
+
+def test_resources_live_in_a_session(kitchen_wasm: Path, tmp_path: Path) -> None:
+    from trellis.lattice.wit.values import Resource
+
+    with Runtime(cache_dir=tmp_path) as rt:
+        comp = rt.load(kitchen_wasm)
+        with comp.session() as s:
+            counter = s.call("make-counter", 5)
+            assert isinstance(counter, Resource) and counter.resource == "counter"
+            assert s.call("[method]counter.inc", counter) == 6
+            assert s.call("read-counter", counter) == 6
+            other = s.call("[constructor]counter", 10)
+            assert s.call("[method]counter.get", other) == 10
+        with comp.session() as s2, pytest.raises(ArgumentError, match="another instance"):
+            s2.call("[method]counter.get", other)
