@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from trellis.host import ComponentConfig, InstancePolicy, Limits, Runtime, WasiOptions
+from trellis.host import ComponentConfig, InstancePolicy, Limits, Runtime
 from trellis.host.build import trellis_cache_dir
 from trellis.host.runtime.runtime import Component
 from wasmtime import component as wc
@@ -151,24 +151,6 @@ def measure(runners: dict[str, Runner], s: Settings) -> dict[str, Timing]:
 
 
 # --- setup -------------------------------------------------------------------------------------
-
-
-class _BenchWasi(WasiOptions):
-    """WASI with default options, built without ``WasiOptions.build``: that reads the setter-only
-    ``WasiConfig.stdout_custom`` and raises, so no WASI component instantiates (reported)."""
-
-    def build(self) -> wasmtime.WasiConfig:
-        return wasmtime.WasiConfig()
-
-
-def wasi_options(notes: list[str]) -> WasiOptions:
-    try:
-        WasiOptions().build()
-    except AttributeError as exc:
-        notes.append(f"host bug worked around: WasiOptions().build() raises ({exc}); "
-                     "greeter instances use a bench-local WasiConfig() instead")
-        return _BenchWasi()
-    return WasiOptions()
 
 
 @dataclass
@@ -400,7 +382,7 @@ def _spawn(kind: str, path: Path) -> dict[str, Any]:
 
 
 def _compile_record() -> Path:
-    return trellis_cache_dir() / "bench" / "compile-seconds.json"
+    return Path(trellis_cache_dir()) / "bench" / "compile-seconds.json"
 
 
 def compile_seconds(rep: Report, rt: Runtime, comp: Component, source: Path) -> str:
@@ -473,13 +455,12 @@ def print_targets(rep: Report) -> None:
         rep.say(f"note: {note}")
 
 
-def setup(rt: Runtime, notes: list[str]) -> tuple[dict[str, tuple[Component, Stock]],
-                                                   dict[str, Component], Path]:
+def setup(rt: Runtime) -> tuple[dict[str, tuple[Component, Stock]], dict[str, Component], Path]:
+    """Pooled and fresh Trellis components and stock embeddings of the echo WAT and greeter."""
     pooled = ComponentConfig(policy=InstancePolicy(mode="pooled"))
     echo = rt.load(ECHO.encode(), name="echo", config=pooled)
-    wasi = wasi_options(notes)
     source = build_greeter()
-    greeter = rt.load(source, config=ComponentConfig(policy=pooled.policy, wasi=wasi))
+    greeter = rt.load(source, config=pooled)
     engine = rt.engine.wasmtime
     echo_stock = Stock(engine, echo.compiled.wasmtime, wasi=False)
     greeter_stock = Stock(engine, greeter.compiled.wasmtime, wasi=True)
@@ -487,7 +468,7 @@ def setup(rt: Runtime, notes: list[str]) -> tuple[dict[str, tuple[Component, Sto
     comps[GREETER_FUNC] = (greeter, greeter_stock)
     fresh = {
         "echo": rt.load(ECHO.encode(), name="echo"),
-        "greeter": rt.load(source, config=ComponentConfig(wasi=wasi)),
+        "greeter": rt.load(source),
     }
     return comps, fresh, source
 
@@ -515,7 +496,7 @@ def run(s: Settings) -> None:
             f"~{s.batch * 1e3:.0f} ms per figure")
     rep.say()
     with Runtime() as rt:
-        comps, fresh, source = setup(rt, rep.notes)
+        comps, fresh, source = setup(rt)
         loop = asyncio.new_event_loop()
         try:
             bench_calls(rep, loop, rt, comps, cases())
@@ -537,9 +518,8 @@ def run(s: Settings) -> None:
 def profile(s: Settings) -> None:
     """Where the time of the Trellis paths goes: cProfile tables, the (c) path taken apart, and
     a step-by-step cache-hit load in a new process."""
-    notes: list[str] = []
     with Runtime() as rt:
-        comps, _, source = setup(rt, notes)
+        comps, _, source = setup(rt)
         loop = asyncio.new_event_loop()
         for case in cases()[:4]:
             comp, _ = comps[case.function]
@@ -560,8 +540,6 @@ def profile(s: Settings) -> None:
         done = subprocess.run([sys.executable, __file__, "--child", "steps", str(source)],
                               capture_output=True, text=True, timeout=120, check=True)
         print("  " + done.stdout.strip(), flush=True)
-    for note in notes:
-        print(f"note: {note}")
 
 
 def _decompose(rt: Runtime, loop: asyncio.AbstractEventLoop,
@@ -583,7 +561,9 @@ def _decompose(rt: Runtime, loop: asyncio.AbstractEventLoop,
     chain = InvocationChain(rt.interceptors, inline)
 
     def chain_only() -> Awaitable[Any]:
-        return chain.invoke(Invocation(component=comp.name, function=fn.key, args=(1, 2)))
+        pending: Awaitable[Any] = chain.invoke(
+            Invocation(component=comp.name, function=fn.key, args=(1, 2)))
+        return pending
 
     t = measure({
         "stock Func.__call__": sync_runner(stock.func(comp, "add"), stock.store, 1, 2),

@@ -179,6 +179,11 @@ def run(ctx: click.Context, file: Path, args: tuple[str, ...], expr: str | None,
     rt = _runtime(ctx, fuel=fuel is not None)
     try:
         comp = rt.load(file, config=config, progress=_progress)
+        if comp.instances.unsatisfied:
+            shown = ", ".join(comp.instances.unsatisfied[:6])
+            more = f" and {len(comp.instances.unsatisfied) - 6} more" \
+                if len(comp.instances.unsatisfied) > 6 else ""
+            click.echo(f"warning: not provided here, traps if called: {shown}{more}", err=True)
         if expr is None:
             _run_command(comp)
             return

@@ -367,10 +367,21 @@ def _span(data: Any, pos: int, what: str, unit: int = 0) -> tuple[int, int, int]
 
 
 def _string_dec(view: bool) -> _Dec:
-    """Strict UTF-8 (no surrogates, no overlong forms). ``view`` decoders read a memoryview."""
+    """Strict UTF-8 (no surrogates, no overlong forms). ``view`` decoders read a memoryview.
+    The one-byte length is read inline: strings are the commonest field."""
 
     def dec(data: Any, pos: int) -> tuple[str, int]:
-        _, start, end = _span(data, pos, "string")
+        try:
+            n = data[pos]
+        except IndexError:
+            raise _short("string", pos, 1, data) from None
+        if n < 0x80:
+            start, end = pos + 1, pos + 1 + n
+            if end > len(data):
+                left = len(data) - start
+                raise _bad("string", pos, f"length {n} exceeds the {left} byte(s) left")
+        else:
+            _, start, end = _span(data, pos, "string")
         try:
             return (str(data[start:end], "utf-8") if view else data[start:end].decode()), end
         except UnicodeDecodeError as e:
@@ -1017,10 +1028,13 @@ def _run_decoder(dec: _Dec, data: Any, what: str) -> Any:
     except _LEAKS as e:  # every decoder checks its input: this is a last line of defence
         raise WitValueError(f"cannot decode {what}: malformed data ({e})") from None
     if end != len(data):
-        raise WitValueError(
-            f"cannot decode {what}: {len(data) - end} trailing byte(s) at offset {end}"
-        )
+        raise _trailing(what, data, end)
     return value
+
+
+def _trailing(what: str, data: Any, end: int) -> WitValueError:
+    extra = len(data) - end
+    return WitValueError(f"cannot decode {what}: {extra} trailing byte(s) at offset {end}")
 
 
 class Codec:
@@ -1041,9 +1055,19 @@ class Codec:
         self._enc(parts.append, value)
         return b"".join(parts)
 
-    def decode(self, data: Buffer, *, zero_copy: bool = False) -> Any:
+    def decode(self, data: Buffer, zero_copy: bool = False) -> Any:
         """The value in ``data``, which must hold exactly one. With ``zero_copy``, ``list<u8>``
         values are read-only ``memoryview`` slices of ``data`` instead of ``bytes`` copies."""
+        if type(data) is bytes and not zero_copy:  # the hot path, inlined
+            try:
+                value, end = self._dec(data, 0)
+            except WitValueError as e:
+                raise WitValueError(f"cannot decode {self.label}: {e}") from None
+            except _LEAKS as e:  # every decoder checks its input: a last line of defence
+                raise WitValueError(f"cannot decode {self.label}: malformed data ({e})") from None
+            if end != len(data):
+                raise _trailing(self.label, data, end)
+            return value
         if not zero_copy:
             return _run_decoder(self._dec, _input(data, False), self.label)
         if self._view_dec is None:

@@ -398,7 +398,9 @@ class NatsServer:
         return list(self._ring)[-lines:]
 
     def _connect_host(self) -> str:
-        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        """Where a local client dials: a wildcard address is not, and IPv6 needs brackets."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"[{host}]" if ":" in host else host
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -434,6 +436,7 @@ class NatsServer:
         await self._stop(timeout, keep_store=False)
 
     def stop_sync(self, timeout: float = 5.0) -> None:
+        """:meth:`stop` without an event loop."""
         taken = self._take()
         if taken:
             proc, watcher = taken
@@ -478,6 +481,7 @@ class NatsServer:
             args += ["-m", str(self._monitor_port or -1)]
         if self.cluster:
             route_host = self.cluster.host or self.host
+            route_host = f"[{route_host}]" if ":" in route_host else route_host
             args += ["--cluster_name", self.cluster.name,
                      "--cluster", f"nats://{route_host}:{self._route_port or -1}"]
             if self.cluster.routes:
@@ -583,7 +587,7 @@ class NatsServer:
         try:
             proc.wait(timeout=1.0 if exited else 0.01)
         except subprocess.TimeoutExpired:
-            _LOG.warning("%s (pid %d) ignored SIGTERM; killing it", self.name, proc.pid)
+            _LOG.warning("%s (pid %d) did not exit in time; killing it", self.name, proc.pid)
             _reap(proc)
         watcher.join(2.0)
         if self._reaper is not None:

@@ -85,20 +85,22 @@ def _function_for(impl: Any, wit_name: str) -> HostFunction | None:
 
 def plan_imports(
     component: CompiledComponent, imports: HostImports, *, missing: str = "error"
-) -> dict[str, str]:
-    """Decide, per imported instance, ``python``, ``native`` or ``trap``.
+) -> tuple[dict[str, str], list[str]]:
+    """Decide, per imported instance, ``python``, ``native`` or ``trap``; and list what is
+    unsatisfied (whole interfaces, single functions of partial implementations, root funcs).
 
     Raises:
         UnsatisfiedImports: with ``missing="error"``, naming every import nothing provides.
     """
+    if missing not in ("error", "trap"):
+        raise ValueError("missing_imports must be 'error' or 'trap'")
     plan: dict[str, str] = {}
     unsatisfied: list[str] = []
     for iface in component.world.imports:
         impl = imports.find(iface.name)
         if impl is not None:
             absent = [f for f in iface.functions if _function_for(impl, f) is None]
-            if absent and missing == "error":
-                unsatisfied += [f"{iface.name}#{f}" for f in absent]
+            unsatisfied += [f"{iface.name}#{f}" for f in absent]
             plan[iface.name] = "python"
         elif NATIVE_WASI.match(iface.name):
             plan[iface.name] = "native"
@@ -109,7 +111,7 @@ def plan_imports(
         unsatisfied.append(ft.name)
     if unsatisfied and missing == "error":
         raise UnsatisfiedImports(component.name, unsatisfied)
-    return plan
+    return plan, unsatisfied
 
 
 class _Callback:
@@ -167,12 +169,13 @@ def _define(li: wc.LinkerInstance, qualified: str, name: str, ft: t.FuncType,
 
 def build_linker(
     engine: Any, component: CompiledComponent, imports: HostImports, *, missing: str = "error"
-) -> tuple[wc.Linker, list[_Callback]]:
+) -> tuple[wc.Linker, list[_Callback], list[str]]:
     """A linker with native WASI and every Python implementation, ready to instantiate.
 
-    The returned callbacks must stay referenced as long as the linker lives.
+    Returns the linker, the callbacks (keep them referenced as long as the linker lives) and
+    the unsatisfied imports that were defined as traps.
     """
-    plan = plan_imports(component, imports, missing=missing)
+    plan, unsatisfied = plan_imports(component, imports, missing=missing)
     linker = wc.Linker(engine)
     keep: list[_Callback] = []
     if any(v == "native" for v in plan.values()):
@@ -198,4 +201,4 @@ def build_linker(
         if missing == "trap":
             for ft in component.world.import_funcs:
                 keep.append(_define(root, ft.name, ft.name, ft, None))
-    return linker, keep
+    return linker, keep, unsatisfied

@@ -258,7 +258,7 @@ class InstanceManager:
     missing_imports: str = "error"
 
     def __post_init__(self) -> None:
-        self.linker, self._callbacks = build_linker(
+        self.linker, self._callbacks, self.unsatisfied = build_linker(
             self.engine.wasmtime, self.component, self.imports, missing=self.missing_imports
         )
         self.capacity = Capacity(self.policy.max_instances)

@@ -157,6 +157,20 @@ async def test_readiness_timeout_kills_the_server() -> None:
     assert server.pid is None and server.state is ServerState.STOPPED
 
 
+@needs_proc
+async def test_cancelled_start_leaves_nothing_behind() -> None:
+    before = _our_nats_servers()
+    server = NatsServer()
+    task = asyncio.create_task(server.start())
+    await asyncio.sleep(0)  # the process is launched; start() now waits for readiness
+    assert server.pid is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert server.pid is None and server.store_dir is None
+    assert _our_nats_servers() == before
+
+
 async def test_restart_keeps_port_and_data_and_clients_reconnect(
     nats_server_factory: NatsServers, lattice: str
 ) -> None:
