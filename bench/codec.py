@@ -88,7 +88,9 @@ _Conv = Callable[[Any], Any]
 def json_mapping(ty: WitType) -> tuple[_Conv, _Conv]:
     """(to_json, from_json) for ``ty``: value model ⇄ plain JSON data, compiled once."""
     if isinstance(ty, Primitive):
-        py = {"bool": bool, "f32": float, "f64": float, "char": str, "string": str}.get(ty.kind, int)
+        py = {"bool": bool, "f32": float, "f64": float, "char": str, "string": str}.get(
+            ty.kind, int
+        )
 
         def check(v: Any) -> Any:
             if not isinstance(v, py) or (py is int and isinstance(v, bool)):
@@ -121,7 +123,9 @@ def json_mapping(ty: WitType) -> tuple[_Conv, _Conv]:
         index = {n: i for i, n in enumerate(ty.cases)}
         return (lambda v: index[v]), (lambda j: ty.cases[j])
     if isinstance(ty, VariantType):
-        cases = {n: (i, None if p is None else json_mapping(p)) for i, (n, p) in enumerate(ty.cases)}
+        cases = {
+            n: (i, None if p is None else json_mapping(p)) for i, (n, p) in enumerate(ty.cases)
+        }
         table = [(n, c[1]) for n, c in cases.items()]
 
         def var_to(v: Case) -> Any:
@@ -237,6 +241,27 @@ def fmt_size(n: int) -> str:
     return f"{n:,} B"
 
 
+def compare(name: str, ty: WitType, value: Any, budget: float) -> None:
+    """One payload: its size and encode/decode times in both formats (checked to round-trip)."""
+    c = codec.codec(ty)
+    data = c.encode(value)
+    assert c.decode(data) == value
+    j_enc, j_dec = json_codec(ty)
+    jdata = j_enc(value)
+    assert j_dec(jdata) == value
+    rows = [
+        ("binary", len(data), best_us(lambda: c.encode(value), budget),
+         best_us(lambda: c.decode(data), budget)),
+        ("json", len(jdata), best_us(lambda: j_enc(value), budget),
+         best_us(lambda: j_dec(jdata), budget)),
+    ]
+    for fmt, size, enc_us, dec_us in rows:
+        print(f"{name:<14} {fmt:<7} {fmt_size(size):>12} {enc_us:>11.1f} {dec_us:>11.1f}")
+    if ty == ListType(U8):
+        zc = best_us(lambda: c.decode(data, zero_copy=True), budget)
+        print(f"{name:<14} {'binary':<7} {'zero-copy':>12} {'':>11} {zc:>11.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short batches (smoke run)")
@@ -254,24 +279,7 @@ def main() -> None:
     print("Part 1: codec (WIT-typed binary) vs JSON with a fixed mapping")
     print(f"{'payload':<14} {'format':<7} {'size':>12} {'encode µs':>11} {'decode µs':>11}")
     for name, ty, value in payloads:
-        c = codec.codec(ty)
-        data = c.encode(value)
-        assert c.decode(data) == value
-        j_enc, j_dec = json_codec(ty)
-        jdata = j_enc(value)
-        assert j_dec(jdata) == value
-        rows = [
-            ("binary", len(data), best_us(lambda: c.encode(value), budget),
-             best_us(lambda: c.decode(data), budget)),
-            ("json", len(jdata), best_us(lambda: j_enc(value), budget),
-             best_us(lambda: j_dec(jdata), budget)),
-        ]
-        for fmt, size, enc_us, dec_us in rows:
-            print(f"{name:<14} {fmt:<7} {fmt_size(size):>12} {enc_us:>11.1f} {dec_us:>11.1f}")
-        if ty == ListType(U8):
-            zc = best_us(lambda: c.decode(data, zero_copy=True), budget)
-            print(f"{name:<14} {'binary':<7} {'zero-copy':>12} {'':>11} {zc:>11.1f}")
-
+        compare(name, ty, value, budget)
     print()
     print("Part 2: integers, fixed-width little-endian (chosen) vs LEB128")
     orders = payloads[2][2]

@@ -29,7 +29,6 @@ import sys
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -1136,28 +1135,27 @@ class ArgsCodec:
         return values
 
 
-@lru_cache(maxsize=1024)
-def _compile(ty: WitType) -> Codec:
-    return Codec(ty)
-
-
-@lru_cache(maxsize=1024)
-def _compile_args(params: tuple[tuple[str, WitType], ...]) -> ArgsCodec:
-    return ArgsCodec(params)
-
-
-# Types are frozen and compare structurally, so the compiled codecs are cached by type. Hashing
-# a type walks its whole tree, so the usual case (the very same type object again) is answered
-# by identity first; the entry holds the type, so its id cannot be reused while cached.
+# Compiled codecs are cached by type. Types compare structurally, ignoring names, but error
+# messages name types, so the key is the full ``repr`` (names included). Building that key walks
+# the whole type, so the usual case, the very same type object again, is answered by identity
+# first; an entry holds its type object, so that id cannot be reused while it is cached.
 _by_id: dict[int, tuple[object, Any]] = {}
+_by_repr: dict[str, Any] = {}
+_CACHE_SIZE = 2048
 
 
 def _cached(key: Any, make: Callable[[Any], Any]) -> Any:
     hit = _by_id.get(id(key))
     if hit is not None and hit[0] is key:
         return hit[1]
-    compiled = make(key)
-    if len(_by_id) >= 4096:
+    text = f"{make.__name__}:{key!r}"
+    compiled = _by_repr.get(text)
+    if compiled is None:
+        compiled = make(key)
+        if len(_by_repr) >= _CACHE_SIZE:
+            _by_repr.clear()
+        _by_repr[text] = compiled
+    if len(_by_id) >= _CACHE_SIZE:
         _by_id.clear()
     _by_id[id(key)] = (key, compiled)
     return compiled
@@ -1166,14 +1164,14 @@ def _cached(key: Any, make: Callable[[Any], Any]) -> Any:
 def codec(ty: WitType) -> Codec:
     """The compiled codec for ``ty`` (cached). Raises ``WitValueError`` for types that cannot
     cross hosts (resources)."""
-    result: Codec = _cached(ty, _compile)
+    result: Codec = _cached(ty, Codec)
     return result
 
 
 def args_codec(params: Sequence[tuple[str, WitType]]) -> ArgsCodec:
     """The compiled codec for a parameter list such as ``FuncType.params`` (cached)."""
     key = params if isinstance(params, tuple) else tuple(params)
-    result: ArgsCodec = _cached(key, _compile_args)
+    result: ArgsCodec = _cached(key, ArgsCodec)
     return result
 
 

@@ -298,7 +298,8 @@ def poisoned(ty: WitType, value: Any, draw: Callable[[st.SearchStrategy[Any]], A
             return (*value[:i], poisoned(ty.elements[i], value[i], draw), *value[i + 1:])
         spots.append(in_tuple)
     if isinstance(ty, VariantType) and dict(ty.cases)[value.name] is not None:
-        spots.append(lambda: Case(value.name, poisoned(dict(ty.cases)[value.name], value.value, draw)))
+        payload = dict(ty.cases)[value.name]
+        spots.append(lambda: Case(value.name, poisoned(payload, value.value, draw)))
     if isinstance(ty, OptionType) and value is not None:
         inner = value.value if isinstance(value, Some) else value
         spots.append(lambda: Some(poisoned(ty.inner, inner, draw)))
@@ -472,7 +473,7 @@ GOLDEN: list[tuple[Any, WitType, str]] = [
     (Ok(1), ResultType(U8, STRING), "0001"),
     (Err("e"), ResultType(U8, STRING), "010165"),
     (Ok(), ResultType(None, None), "00"),
-    (Err(), ResultType(None, U8), "01"),
+    (Err(), ResultType(U8, None), "01"),
     (frozenset(), FlagsType(("a", "b", "c")), "00"),
     (frozenset({"a", "c"}), FlagsType(("a", "b", "c")), "05"),
     (frozenset({"f0", "f9"}), FlagsType(tuple(f"f{i}" for i in range(10))), "0102"),
@@ -546,7 +547,9 @@ def test_golden_worked_example_from_the_docs() -> None:
     (FlagsType(tuple(f"f{i}" for i in range(10))), "01", "truncated: needs 2 byte"),
     (U32, "010203", "u32 at offset 0: truncated: needs 4 byte\\(s\\), 3 left"),
     (REC, "01000000", "field b: string at offset 4: truncated"),
-    (REC, "0100", "fields a at offset 0|u32 at offset 0"),
+    (REC, "0100", "field a: u32 at offset 0: truncated: needs 4 byte\\(s\\), 2 left"),
+    (RecordType((("a", U32), ("b", U8), ("c", STRING))), "0100",
+     "fields a, b at offset 0: truncated: needs 5 byte"),
     (TupleType((U8, U16)), "01", "tuple<u8, u16> at offset 0: truncated: needs 3"),
     (U8, "", "u8 at offset 0: truncated"),
     (U8, "0101", "1 trailing byte\\(s\\) at offset 1"),
@@ -661,8 +664,11 @@ def test_result_without_type_is_the_empty_payload() -> None:
 
 def test_codecs_are_compiled_once_per_type() -> None:
     assert codec(REC) is codec(REC)
-    twin = RecordType((("a", U32), ("b", STRING)), name="other-name")  # equal: structural
-    assert codec(twin) is codec(REC)
+    assert codec(RecordType(REC.fields, name="point")) is codec(REC)  # an equal type
+    twin = RecordType(REC.fields, name="twin")  # equal too, but errors must name it right
+    assert codec(twin) is not codec(REC)
+    with pytest.raises(WitValueError, match="cannot decode twin: "):
+        decode(b"", twin)
     assert args_codec(PLACE_ORDER_PARAMS) is args_codec(PLACE_ORDER_PARAMS)
     assert isinstance(args_codec(list(PLACE_ORDER_PARAMS)), ArgsCodec)
 
@@ -671,7 +677,9 @@ def test_long_lists_and_fused_runs() -> None:
     """Multi-byte counts, and records whose numeric runs are packed together (falling back to
     field-by-field when a value is an int for a float or out of range)."""
     rec = RecordType((("a", U8), ("b", S16), ("c", F64), ("d", STRING), ("e", U64), ("f", F32)))
-    values = [{"a": i % 256, "b": -i, "c": i / 3, "d": str(i), "e": i, "f": 0.5} for i in range(300)]
+    values = [
+        {"a": i % 256, "b": -i, "c": i / 3, "d": str(i), "e": i, "f": 0.5} for i in range(300)
+    ]
     data = encode(values, ListType(rec))
     assert data[:2] == b"\xac\x02"
     assert decode(data, ListType(rec)) == values

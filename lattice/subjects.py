@@ -1,0 +1,145 @@
+"""Every NATS subject and JetStream bucket name Trellis uses. Nothing else builds subjects.
+
+Versioned (``v1``) so a future incompatible protocol can run beside this one. Every name
+carries the lattice, so several lattices share one NATS deployment.
+
+::
+
+    trellis.ctl.v1.{lattice}.host.ping                      broadcast: every host answers
+    trellis.ctl.v1.{lattice}.host.get.{host}                one host's inventory
+    trellis.ctl.v1.{lattice}.host.stop.{host}
+    trellis.ctl.v1.{lattice}.label.put.{host} / label.del.{host}
+    trellis.ctl.v1.{lattice}.component.scale.{host}         start / scale / (scale 0 =) stop
+    trellis.evt.{lattice}.{event}                           CloudEvents
+    trellis.rpc.{lattice}.{component}.{operation}           invocations (queue group per component)
+
+Operations are ``ns:pkg/iface@ver#func`` or a root ``func``; NATS tokens cannot hold ``.``,
+``*``, ``>`` or whitespace, so ``operation_token`` escapes them reversibly (tested).
+"""
+
+from __future__ import annotations
+
+import re
+
+CTL_PREFIX = "trellis.ctl.v1"
+EVT_PREFIX = "trellis.evt"
+RPC_PREFIX = "trellis.rpc"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class SubjectError(ValueError):
+    """A lattice name, host id or component id that cannot be a NATS subject token."""
+
+
+def check_token(value: str, what: str) -> str:
+    """Lattice names and ids are single NATS tokens: letters, digits, ``-`` and ``_``."""
+    if not value or not _TOKEN.match(value) or len(value) > 128:
+        raise SubjectError(
+            f"{what} {value!r} is not valid: use 1-128 letters, digits, '-' or '_' "
+            "(it becomes part of NATS subjects)"
+        )
+    return value
+
+
+# -- control -------------------------------------------------------------------------------
+
+def ctl(lattice: str, *tokens: str) -> str:
+    return ".".join((CTL_PREFIX, lattice, *tokens))
+
+
+def host_ping(lattice: str) -> str:
+    return ctl(lattice, "host", "ping")
+
+
+def host_get(lattice: str, host_id: str) -> str:
+    return ctl(lattice, "host", "get", host_id)
+
+
+def host_stop(lattice: str, host_id: str) -> str:
+    return ctl(lattice, "host", "stop", host_id)
+
+
+def label_put(lattice: str, host_id: str) -> str:
+    return ctl(lattice, "label", "put", host_id)
+
+
+def label_del(lattice: str, host_id: str) -> str:
+    return ctl(lattice, "label", "del", host_id)
+
+
+def component_scale(lattice: str, host_id: str) -> str:
+    return ctl(lattice, "component", "scale", host_id)
+
+
+def host_ctl_wildcard(lattice: str, host_id: str) -> list[str]:
+    """Everything one host must subscribe to for its own control traffic."""
+    return [host_ping(lattice), host_get(lattice, host_id), host_stop(lattice, host_id),
+            label_put(lattice, host_id), label_del(lattice, host_id),
+            component_scale(lattice, host_id)]
+
+
+# -- events --------------------------------------------------------------------------------
+
+def event(lattice: str, name: str) -> str:
+    return f"{EVT_PREFIX}.{lattice}.{name}"
+
+
+def events_all(lattice: str) -> str:
+    return f"{EVT_PREFIX}.{lattice}.>"
+
+
+# -- invocations ---------------------------------------------------------------------------
+
+_ESCAPES = {".": "~d", "*": "~s", ">": "~g", "~": "~~", " ": "~w"}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+
+
+def operation_token(operation: str) -> str:
+    """Escape an operation (``wasi:http/handler@0.2.0#handle``) into one NATS token."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in operation)
+
+
+def operation_from_token(token: str) -> str:
+    out, i = [], 0
+    while i < len(token):
+        if token[i] == "~" and i + 1 < len(token):
+            pair = token[i:i + 2]
+            if pair not in _UNESCAPES:
+                raise SubjectError(f"bad escape {pair!r} in operation token {token!r}")
+            out.append(_UNESCAPES[pair])
+            i += 2
+        else:
+            out.append(token[i])
+            i += 1
+    return "".join(out)
+
+
+def rpc(lattice: str, component_id: str, operation: str) -> str:
+    return f"{RPC_PREFIX}.{lattice}.{component_id}.{operation_token(operation)}"
+
+
+def rpc_component(lattice: str, component_id: str) -> str:
+    """What a host running ``component_id`` subscribes to (with ``rpc_queue``)."""
+    return f"{RPC_PREFIX}.{lattice}.{component_id}.*"
+
+
+def rpc_all(lattice: str) -> str:
+    return f"{RPC_PREFIX}.{lattice}.>"
+
+
+def rpc_queue(lattice: str, component_id: str) -> str:
+    """Queue group shared by every replica of a component: NATS balances the load."""
+    return f"{lattice}.{component_id}"
+
+
+# -- JetStream -----------------------------------------------------------------------------
+
+def artifacts_bucket(lattice: str) -> str:
+    """Object store holding component binaries by ``sha256`` digest."""
+    return f"TRELLIS_{lattice}_artifacts"
+
+
+def kv_bucket(lattice: str, kind: str) -> str:
+    """KV bucket per kind: ``links``, ``config``, ``hosts``, ``manifests``, ``actors``."""
+    return f"TRELLIS_{lattice}_{kind}"
