@@ -30,6 +30,7 @@ import argparse
 import base64
 import gc
 import json
+import math
 import random
 import struct
 import time
@@ -213,28 +214,34 @@ def read_leb_u(data: bytes, pos: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------- timing
 
 
-def best_us(fn: Callable[[], Any], budget: float) -> float:
-    """Best-of-batches time of one ``fn()`` call, in µs."""
+def _batch(fn: Callable[[], Any], budget: float) -> int:
+    """How many calls of ``fn`` take about ``budget`` / 8."""
     n = 1
-    while True:  # size a batch to ~budget/5
+    while True:
         t = time.perf_counter()
         for _ in range(n):
             fn()
-        took = time.perf_counter() - t
-        if took > budget / 5 or n > 1 << 22:
-            break
+        if time.perf_counter() - t > budget / 8 or n > 1 << 22:
+            return n
         n *= 2
-    best = took / n
+
+
+def best_us(fns: list[Callable[[], Any]], budget: float, rounds: int = 7) -> list[float]:
+    """Best-of-batches time of one call of each of ``fns``, in µs. Batches of all of them are
+    interleaved, so load from elsewhere on the machine hits them alike."""
+    sizes = [_batch(fn, budget) for fn in fns]
+    best = [math.inf] * len(fns)
     gc.disable()
     try:
-        for _ in range(4):
-            t = time.perf_counter()
-            for _ in range(n):
-                fn()
-            best = min(best, (time.perf_counter() - t) / n)
+        for _ in range(rounds):
+            for k, (fn, n) in enumerate(zip(fns, sizes, strict=True)):
+                t = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                best[k] = min(best[k], (time.perf_counter() - t) / n)
     finally:
         gc.enable()
-    return best * 1e6
+    return [b * 1e6 for b in best]
 
 
 def fmt_size(n: int) -> str:
@@ -249,16 +256,16 @@ def compare(name: str, ty: WitType, value: Any, budget: float) -> None:
     j_enc, j_dec = json_codec(ty)
     jdata = j_enc(value)
     assert j_dec(jdata) == value
-    rows = [
-        ("binary", len(data), best_us(lambda: c.encode(value), budget),
-         best_us(lambda: c.decode(data), budget)),
-        ("json", len(jdata), best_us(lambda: j_enc(value), budget),
-         best_us(lambda: j_dec(jdata), budget)),
-    ]
+    enc, dec, jenc, jdec = best_us(
+        [lambda: c.encode(value), lambda: c.decode(data), lambda: j_enc(value),
+         lambda: j_dec(jdata)],
+        budget,
+    )
+    rows = [("binary", len(data), enc, dec), ("json", len(jdata), jenc, jdec)]
     for fmt, size, enc_us, dec_us in rows:
         print(f"{name:<14} {fmt:<7} {fmt_size(size):>12} {enc_us:>11.1f} {dec_us:>11.1f}")
     if ty == ListType(U8):
-        zc = best_us(lambda: c.decode(data, zero_copy=True), budget)
+        (zc,) = best_us([lambda: c.decode(data, zero_copy=True)], budget)
         print(f"{name:<14} {'binary':<7} {'zero-copy':>12} {'':>11} {zc:>11.1f}")
 
 
@@ -306,17 +313,19 @@ def main() -> None:
             _, pos = read_leb_u(leb_bytes, pos)
 
     n = len(values)
-    print(f"  per integer, one at a time: fixed encode"
-          f" {best_us(lambda: [u64.pack(v) for v in values], budget) / n * 1000:.0f} ns,"
-          f" decode {best_us(dec_fixed, budget) / n * 1000:.0f} ns;"
-          f" LEB128 encode {best_us(lambda: [leb_u(v) for v in values], budget) / n * 1000:.0f} ns,"
-          f" decode {best_us(dec_leb, budget) / n * 1000:.0f} ns")
     arr = array("Q", values).tobytes()
-    print(f"  a list<u64> of {n}: fixed-width in bulk encode"
-          f" {best_us(lambda: array('Q', values).tobytes(), budget):.1f} µs,"
-          f" decode {best_us(lambda: array('Q', arr).tolist(), budget):.1f} µs;"
-          f" LEB128 encode {best_us(lambda: b''.join(map(leb_u, values)), budget):.1f} µs,"
-          f" decode {best_us(dec_leb, budget):.1f} µs")
+    f_enc, f_dec, l_enc, l_dec, b_enc, b_dec, bl_enc = best_us(
+        [lambda: [u64.pack(v) for v in values], dec_fixed,
+         lambda: [leb_u(v) for v in values], dec_leb,
+         lambda: array("Q", values).tobytes(), lambda: array("Q", arr).tolist(),
+         lambda: b"".join(map(leb_u, values))],
+        budget,
+    )
+    print(f"  per integer, one at a time: fixed encode {f_enc / n * 1000:.0f} ns,"
+          f" decode {f_dec / n * 1000:.0f} ns; LEB128 encode {l_enc / n * 1000:.0f} ns,"
+          f" decode {l_dec / n * 1000:.0f} ns")
+    print(f"  a list<u64> of {n}: fixed-width in bulk (array) encode {b_enc:.1f} µs,"
+          f" decode {b_dec:.1f} µs; LEB128 encode {bl_enc:.1f} µs, decode {l_dec:.1f} µs")
     signed = [rng.randrange(-1000, 1000) for _ in range(1000)]
     print(f"  1000 small signed ints: {len(signed) * 8:,} B as s64, "
           f"{sum(len(leb_s(v)) for v in signed):,} B as zigzag LEB128")

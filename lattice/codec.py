@@ -29,8 +29,7 @@ import sys
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from operator import itemgetter
-from typing import Any
+from typing import Any, NoReturn
 
 from trellis.lattice.errors import WitValueError
 from trellis.lattice.wit.types import (
@@ -88,6 +87,7 @@ _CODES = {
 }
 _NUMERIC_TYPES = {k: (float, int) if k in ("f32", "f64") else (int,) for k in _CODES}
 _U32 = struct.Struct("<I")
+_FLOATS = (Primitive("f32"), Primitive("f64"))
 if any(array(c).itemsize != struct.calcsize("<" + c) for c in _CODES.values()):
     raise ImportError("array typecodes do not match the WIT integer widths on this platform")
 
@@ -455,7 +455,7 @@ def _bulk_enc(ty: ListType, kind: str) -> _Enc:
                 if _BIG_ENDIAN:
                     packed.byteswap()
                 put(_B1[n] if n < 0x80 else _uleb(n))
-                put(packed.tobytes())
+                put(packed)  # type: ignore[arg-type]  # join takes any buffer: no copy here
                 return
         generic(put, v)
 
@@ -467,7 +467,13 @@ def _list_dec(ty: ListType, view: bool) -> _Dec:
     label, unit = _label(ty), _min_size(ty.element)
 
     def dec(data: Any, pos: int) -> tuple[list[Any], int]:
-        n, p, _ = _span(data, pos, label, unit)
+        try:
+            n = data[pos]
+        except IndexError:
+            raise _short(label, pos, 1, data) from None
+        p = pos + 1
+        if n >= 0x80 or p + n * unit > len(data):  # the common case is checked inline
+            n, p, _ = _span(data, pos, label, unit)
         out: list[Any] = []
         append = out.append
         try:
@@ -511,14 +517,21 @@ def _bulk_kind(ty: ListType) -> str | None:
 
 
 # --------------------------------------------------------------------- records and tuples
-# Runs of adjacent numeric fields share one struct: one pack/unpack call instead of one per
-# field. Packing needs the exact Python types (struct would take a bool for an int, and a
-# float for an int is an error); any mismatch, or struct's range error, falls back to the
-# field-by-field encoders, which accept what the value model allows and word the error.
+# Records and tuples are the glue of every payload, so their hot paths are generated as Python
+# source once per type (as ``dataclasses`` does): straight-line code without loops or per-field
+# dispatch, records built as dict displays, and runs of adjacent numeric fields (un)packed by
+# one ``struct`` call. Only the glue is generated: each field's own (de)coder is a compiled
+# closure bound by a generated identifier, and field names appear only as ``repr`` literals.
+# The fast path keeps no bookkeeping for messages: on any failure a plain field-by-field
+# ``fail`` function re-reads the value or bytes and raises the precise error.
+#
+# Packing a run needs the exact Python types (struct would take a bool for an int and refuse an
+# int for a float); other types, or struct's range error, go through the fields' own encoders,
+# which accept what the value model allows and word the error.
 
 
 def _groups(types: Sequence[WitType]) -> list[tuple[int, int]]:
-    """``[start, stop)`` index ranges: runs of ≥ 2 numeric types, and single other types."""
+    """``[start, stop)`` index ranges: runs of numeric types, and single other types."""
     out: list[tuple[int, int]] = []
     i = 0
     while i < len(types):
@@ -535,175 +548,183 @@ def _run_struct(types: Sequence[WitType]) -> struct.Struct:
     return struct.Struct("<" + "".join(_CODES[t.kind] for t in types if isinstance(t, Primitive)))
 
 
-def _exact_types(types: Sequence[WitType]) -> tuple[type, ...]:
-    """The Python types a numeric run packs without the slow path: ``int`` or ``float``."""
-    return tuple(
-        float if isinstance(t, Primitive) and t.kind in ("f32", "f64") else int for t in types
-    )
+def _generate(lines: list[str], env: dict[str, Any]) -> Any:
+    """Compile the generated function ``fn`` in ``env`` (which holds everything it calls)."""
+    env.update(WitValueError=WitValueError, StructError=struct.error, int=int, float=float)
+    exec("\n".join(lines), env)
+    return env["fn"]
 
 
-class _FieldError(Exception):
-    """Carries a failing field's name out of a run of fields up to the record's message."""
+def _enc_body(
+    types: Sequence[WitType], encs: Sequence[_Enc], item: Callable[[int], str], env: dict[str, Any]
+) -> list[str]:
+    """Statements writing every element of ``v`` with ``encs``; ``item(i)`` is the source that
+    reads element i."""
+    lines: list[str] = []
+    env.update((f"e{k}", enc) for k, enc in enumerate(encs))
+    for i, j in _groups(types):
+        if j - i == 1:
+            lines.append(f"        e{i}(put, {item(i)})")
+            continue
+        xs = [f"x{k}" for k in range(i, j)]
+        env[f"p{i}"] = _run_struct(types[i:j]).pack
+        exact = " and ".join(
+            f"type(x{k}) is {'float' if types[k] in _FLOATS else 'int'}" for k in range(i, j)
+        )
+        slow = "; ".join(f"e{k}(put, x{k})" for k in range(i, j))
+        lines += [
+            f"        {', '.join(xs)} = {', '.join(item(k) for k in range(i, j))}",
+            f"        if {exact}:",
+            "            try:",
+            f"                put(p{i}({', '.join(xs)}))",
+            "            except (StructError, OverflowError):",
+            f"                {slow}",
+            "        else:",
+            f"            {slow}",
+        ]
+    return lines
 
-    def __init__(self, name: str, error: WitValueError) -> None:
-        self.name, self.error = name, error
 
-
-def _run_enc(names: Sequence[str], types: Sequence[WitType]) -> _Enc:
-    """Encodes the fields ``names`` of a record (given the whole dict) with one ``pack``."""
-    pack, exact = _run_struct(types).pack, _exact_types(types)
-    get = itemgetter(*names)
-    pairs = tuple(zip(names, (_encoder(t) for t in types), strict=True))
-
-    def enc(put: _Put, v: Any) -> None:
-        values = get(v)
-        if tuple(map(type, values)) == exact:
-            try:
-                put(pack(*values))
-                return
-            except (struct.error, OverflowError):
-                pass
-        for name, field in pairs:  # the slow, precise path
-            try:
-                field(put, v[name])
-            except WitValueError as e:
-                raise _FieldError(name, e) from None
-
-    return enc
+def _dec_body(types: Sequence[WitType], decs: Sequence[_Dec], env: dict[str, Any]) -> list[str]:
+    """Statements reading every element into ``f0`` … ``fn`` and advancing ``pos``."""
+    lines: list[str] = []
+    for i, j in _groups(types):
+        if _width(types[i]):
+            run = _run_struct(types[i:j])
+            env[f"u{i}"] = run.unpack_from
+            targets = "".join(f"f{k}, " for k in range(i, j))
+            lines += [f"        {targets}= u{i}(data, pos)", f"        pos += {run.size}"]
+        else:
+            env[f"d{i}"] = decs[i]
+            lines.append(f"        f{i}, pos = d{i}(data, pos)")
+    return lines
 
 
 def _record_enc(ty: RecordType) -> _Enc:
     names = tuple(n for n, _ in ty.fields)
     types = [t for _, t in ty.fields]
     name_set = frozenset(names)
-    n = len(names)
+    encs = [_encoder(t) for t in types]
     title = _title(ty, "record")
-    # Per group: (field name, its encoder), or (None, encoder of a numeric run given the dict).
-    plan: list[tuple[str | None, _Enc]] = [
-        (names[i], _encoder(types[i])) if j - i == 1 else (None, _run_enc(names[i:j], types[i:j]))
-        for i, j in _groups(types)
-    ]
 
-    def shape_error(v: Mapping[Any, Any]) -> WitValueError:
-        if missing := [k for k in names if k not in v]:
-            return WitValueError(f"{title}: missing field {missing[0]}")
-        extra = sorted(k if isinstance(k, str) else repr(k) for k in v if k not in name_set)
-        return WitValueError(f"{title}: unexpected field {extra[0]}")
-
-    def enc(put: _Put, v: Any) -> None:
+    def fail(v: Any, error: Exception | None = None) -> NoReturn:
+        """Raise the precise error for ``v``, which the fast path could not encode."""
         if type(v) is not dict and not isinstance(v, Mapping):
             raise WitValueError(f"expected a dict for {title}, got " + _got(v))
-        if len(v) != n:
-            raise shape_error(v)
-        name = None
-        try:
-            for name, field in plan:
-                field(put, v if name is None else v[name])
-        except KeyError:
-            raise shape_error(v) from None
-        except WitValueError as e:
-            raise WitValueError(f"{title}, field {name}: {e}") from None
-        except _FieldError as e:
-            raise WitValueError(f"{title}, field {e.name}: {e.error}") from None
+        if missing := [k for k in names if k not in v]:
+            raise WitValueError(f"{title}: missing field {missing[0]}")
+        if extra := sorted(k if isinstance(k, str) else repr(k) for k in v if k not in name_set):
+            raise WitValueError(f"{title}: unexpected field {extra[0]}")
+        scratch: list[bytes] = []
+        for name, enc in zip(names, encs, strict=True):
+            try:
+                enc(scratch.append, v[name])
+            except WitValueError as e:
+                raise WitValueError(f"{title}, field {name}: {e}") from None
+        raise WitValueError(f"{title}: {error}")  # the value changed under us
 
-    return enc
+    env: dict[str, Any] = {"Mapping": Mapping, "fail": fail}
+    return _generate(  # type: ignore[no-any-return]
+        [
+            "def fn(put, v):",
+            "    if (type(v) is not dict and not isinstance(v, Mapping))"
+            f" or len(v) != {len(names)}:",
+            "        fail(v)",
+            "    try:",
+            *_enc_body(types, encs, lambda i: f"v[{names[i]!r}]", env),
+            "    except (WitValueError, KeyError) as e:",
+            "        fail(v, e)",
+        ],
+        env,
+    )
 
 
 def _record_dec(ty: RecordType, view: bool) -> _Dec:
     names = tuple(n for n, _ in ty.fields)
     types = [t for _, t in ty.fields]
     decs = [_decoder(t, view) for t in types]
-    # Per group: (name, decoder) for a single field, or (names, struct) for a numeric run.
-    plan: list[tuple[Any, Any, bool]] = []
-    for i, j in _groups(types):
-        if j - i == 1:
-            plan.append((names[i], decs[i], False))
-        else:
-            plan.append((names[i:j], _run_struct(types[i:j]), True))
-    if len(plan) == 1 and plan[0][2]:  # all numeric: a single unpack
-        run: struct.Struct = plan[0][1]
-        unpack, size = run.unpack_from, run.size
 
-        def dec_flat(data: Any, pos: int) -> tuple[dict[str, Any], int]:
+    def fail(data: Any, pos: int, error: Exception) -> NoReturn:
+        """Raise the precise error: which field, what type, which offset."""
+        for name, dec in zip(names, decs, strict=True):
             try:
-                return dict(zip(names, unpack(data, pos), strict=True)), pos + size
-            except struct.error:
-                raise _short(_label(ty), pos, size, data) from None
+                _, pos = dec(data, pos)
+            except WitValueError as e:
+                raise WitValueError(f"field {name}: {e}") from None
+        raise _bad(_label(ty), pos, str(error))
 
-        return dec_flat
-
-    def dec(data: Any, pos: int) -> tuple[dict[str, Any], int]:
-        out: dict[str, Any] = {}
-        key: Any = ""
-        try:
-            for key, d, is_run in plan:
-                if is_run:
-                    out.update(zip(key, d.unpack_from(data, pos), strict=True))
-                    pos += d.size
-                else:
-                    out[key], pos = d(data, pos)
-        except WitValueError as e:
-            raise WitValueError(f"field {key}: {e}") from None
-        except struct.error:
-            raise _short(f"fields {', '.join(key)}", pos, d.size, data) from None
-        return out, pos
-
-    return dec
+    env: dict[str, Any] = {"fail": fail}
+    display = ", ".join(f"{n!r}: f{i}" for i, n in enumerate(names))
+    return _generate(  # type: ignore[no-any-return]
+        [
+            "def fn(data, pos):",
+            "    start = pos",
+            "    try:",
+            *_dec_body(types, decs, env),
+            "    except (WitValueError, StructError) as e:",
+            "        fail(data, start, e)",
+            f"    return {{{display}}}, pos",
+        ],
+        env,
+    )
 
 
 def _tuple_enc(ty: TupleType) -> _Enc:
-    encs = tuple(_encoder(t) for t in ty.elements)
+    encs = [_encoder(t) for t in ty.elements]
     n = len(encs)
     label = _label(ty)
-    whole: tuple[Callable[..., bytes], tuple[type, ...]] | None = None
-    if _groups(ty.elements) == [(0, n)] and n > 1:  # all numeric: one pack
-        whole = _run_struct(ty.elements).pack, _exact_types(ty.elements)
 
-    def enc(put: _Put, v: Any) -> None:
+    def fail(v: Any, error: Exception | None = None) -> NoReturn:
         if (type(v) is not tuple and not isinstance(v, (tuple, list))) or len(v) != n:
             raise WitValueError(f"expected a tuple of {n} for {label}, got " + _got(v))
-        if whole is not None and tuple(map(type, v)) == whole[1]:
+        scratch: list[bytes] = []
+        for i, enc in enumerate(encs):
             try:
-                put(whole[0](*v))
-                return
-            except (struct.error, OverflowError):
-                pass
-        i = 0
-        try:
-            for i in range(n):
-                encs[i](put, v[i])
-        except WitValueError as e:
-            raise WitValueError(f"tuple element {i}: {e}") from None
+                enc(scratch.append, v[i])
+            except WitValueError as e:
+                raise WitValueError(f"tuple element {i}: {e}") from None
+        raise WitValueError(f"{label}: {error}")  # the value changed under us
 
-    return enc
+    env: dict[str, Any] = {"fail": fail}
+    return _generate(  # type: ignore[no-any-return]
+        [
+            "def fn(put, v):",
+            f"    if (type(v) is not tuple and not isinstance(v, (tuple, list))) or len(v) != {n}:",
+            "        fail(v)",
+            "    try:",
+            *_enc_body(ty.elements, encs, lambda i: f"v[{i}]", env),
+            "    except WitValueError as e:",
+            "        fail(v, e)",
+        ],
+        env,
+    )
 
 
 def _tuple_dec(ty: TupleType, view: bool) -> _Dec:
-    decs = tuple(_decoder(t, view) for t in ty.elements)
-    groups = _groups(ty.elements)
-    if len(groups) == 1 and groups[0][1] > 1:  # all numeric: a single unpack
-        run = _run_struct(ty.elements)
-        unpack, size, label = run.unpack_from, run.size, _label(ty)
+    decs = [_decoder(t, view) for t in ty.elements]
 
-        def dec_flat(data: Any, pos: int) -> tuple[tuple[Any, ...], int]:
+    def fail(data: Any, pos: int, error: Exception) -> NoReturn:
+        for i, dec in enumerate(decs):
             try:
-                return unpack(data, pos), pos + size
-            except struct.error:
-                raise _short(label, pos, size, data) from None
+                _, pos = dec(data, pos)
+            except WitValueError as e:
+                raise WitValueError(f"tuple element {i}: {e}") from None
+        raise _bad(_label(ty), pos, str(error))
 
-        return dec_flat
-
-    def dec(data: Any, pos: int) -> tuple[tuple[Any, ...], int]:
-        out: list[Any] = []
-        try:
-            for d in decs:
-                x, pos = d(data, pos)
-                out.append(x)
-        except WitValueError as e:
-            raise WitValueError(f"tuple element {len(out)}: {e}") from None
-        return tuple(out), pos
-
-    return dec
+    env: dict[str, Any] = {"fail": fail}
+    display = "".join(f"f{i}, " for i in range(len(decs)))
+    return _generate(  # type: ignore[no-any-return]
+        [
+            "def fn(data, pos):",
+            "    start = pos",
+            "    try:",
+            *_dec_body(ty.elements, decs, env),
+            "    except (WitValueError, StructError) as e:",
+            "        fail(data, start, e)",
+            f"    return ({display}), pos",
+        ],
+        env,
+    )
 
 
 # --------------------------------------------------------- variants, enums, options, results
@@ -787,12 +808,16 @@ def _enum_enc(ty: EnumType) -> _Enc:
 
 
 def _enum_dec(ty: EnumType) -> _Dec:
-    names, what = ty.cases, _label(ty)
+    names, what = tuple(ty.cases), _label(ty)
     count = len(names)
+    one_byte = names[:0x80]  # indices past 127 take two bytes
 
     def dec(data: Any, pos: int) -> tuple[str, int]:
-        i, pos = _read_index(data, pos, what, count)
-        return names[i], pos
+        try:
+            return one_byte[data[pos]], pos + 1
+        except IndexError:  # truncated, a multi-byte index, or one past the cases
+            i, end = _read_index(data, pos, what, count)
+            return names[i], end
 
     return dec
 

@@ -17,11 +17,13 @@ Hashing the source on every load would cost ~17 ms for an 18 MB guest, so the di
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import mmap
 import os
+import pickle
 import tempfile
 import zlib
 from pathlib import Path
@@ -29,6 +31,7 @@ from pathlib import Path
 from wasmtime import WasmtimeError
 from wasmtime import component as wc
 
+from ...lattice.wit import types as t
 from .engine import Engine
 
 log = logging.getLogger("trellis.runtime.cache")
@@ -66,6 +69,12 @@ def _crc32_file(path: Path) -> tuple[int, int]:
             return 0, 0
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             return size, zlib.crc32(m)
+
+
+@functools.cache
+def _types_stamp() -> str:
+    """A digest of the WIT type model's source: pickled worlds never outlive a change to it."""
+    return hashlib.sha256(Path(t.__file__).read_bytes()).hexdigest()[:12]
 
 
 class CompileCache:
@@ -130,6 +139,36 @@ class CompileCache:
             return None
         self.hits += 1
         return component
+
+    def _world_path(self, engine: Engine, digest: str) -> Path:
+        art, _ = self._paths(engine, digest)
+        return art.with_suffix(f".{_types_stamp()}.world")
+
+    def load_world(self, engine: Engine, digest: str) -> t.WorldType | None:
+        """The component's introspected types, if an earlier load stored them.
+
+        A pickle, like the artifact it sits next to: this directory already holds native code
+        that wasmtime runs, so it is trusted as much as a pickle needs."""
+        if not self.enabled:
+            return None
+        path = self._world_path(engine, digest)
+        try:
+            world = pickle.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # stale format or damage: introspect again, rewrite it
+            log.warning("cached types %s unreadable (%s); reading them again", path.name, exc)
+            return None
+        return world if isinstance(world, t.WorldType) else None
+
+    def store_world(self, engine: Engine, digest: str, world: t.WorldType) -> None:
+        if not self.enabled:
+            return
+        path = self._world_path(engine, digest)
+        try:
+            _atomic_write(path, pickle.dumps(world, protocol=5))
+        except OSError as exc:
+            log.warning("caching the types %s failed: %s", path.name, exc)
 
     def store(self, engine: Engine, digest: str, component: wc.Component) -> None:
         if not self.enabled:

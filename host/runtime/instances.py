@@ -39,7 +39,7 @@ from ...lattice.errors import (
 from ...lattice.wit.types import ResultType, type_label
 from ...lattice.wit.values import Ok, Resource
 from .convert import FastFunc
-from .engine import Engine
+from .engine import NO_DEADLINE_TICKS, Engine
 from .imports import HostImports, build_linker, take_host_exception
 from .loader import CompiledComponent, ExportedFunction
 
@@ -213,15 +213,18 @@ class Capacity:
 class Slot:
     """One Store with one live instance, and the functions bound on it."""
 
-    __slots__ = ("store", "instance", "funcs", "memory_cap", "broken", "uses")
+    __slots__ = ("store", "instance", "funcs", "memory_cap", "broken", "uses", "ticks")
 
-    def __init__(self, store: wasmtime.Store, instance: wc.Instance, memory_cap: int | None) -> None:
+    def __init__(self, store: wasmtime.Store, instance: wc.Instance, memory_cap: int | None,
+                 ticks: int) -> None:
         self.store = store
         self.instance = instance
         self.funcs: dict[str, FastFunc] = {}
         self.memory_cap = memory_cap
         self.broken = False
         self.uses = 0
+        self.ticks = ticks
+        """The epoch deadline last set, in ticks from then (``NO_DEADLINE_TICKS``: none)."""
 
     def func(self, fn: ExportedFunction) -> FastFunc:
         ff = self.funcs.get(fn.key)
@@ -262,6 +265,7 @@ class InstanceManager:
             self.engine.wasmtime, self.component, self.imports, missing=self.missing_imports
         )
         self.capacity = Capacity(self.policy.max_instances)
+        self._default_limits = Limits().merged(self.defaults)
         self._idle: list[Slot] = []
         self._idle_lock = threading.Lock()
         self._uses_wasi = any(i.name.startswith("wasi:") for i in self.component.world.imports)
@@ -277,15 +281,16 @@ class InstanceManager:
             store.set_wasi(self.wasi.build())
         if limits.max_memory is not None:
             store.set_limits(memory_size=limits.max_memory)
-        store.set_epoch_deadline(self.engine.ticks_for(limits.timeout))
+        ticks = self.engine.ticks_for(limits.timeout)
+        store.set_epoch_deadline(ticks)
         if self.engine.config.consume_fuel:
             store.set_fuel(limits.fuel if limits.fuel is not None else DEFAULT_FUEL)
         instance = self.linker.instantiate(store, self.component.wasmtime)
         self.stats.created += 1
-        return Slot(store, instance, limits.max_memory)
+        return Slot(store, instance, limits.max_memory, ticks)
 
     def _take(self, limits: Limits) -> Slot:
-        if self.policy.mode == "pooled":
+        if self.policy.mode == "pooled" and self._idle:
             with self._idle_lock:
                 for i in range(len(self._idle) - 1, -1, -1):
                     if self._idle[i].memory_cap == limits.max_memory:
@@ -325,13 +330,14 @@ class InstanceManager:
     def call(self, fn: ExportedFunction, args: Sequence[Any], limits: Limits | None = None,
              *, wait: float | None = None) -> Any:
         """Run one invocation on this thread (blocking). Waits for capacity up to ``wait``."""
-        lim = (limits or Limits()).merged(self.defaults)
+        # Limits are frozen dataclasses (~1 µs each to build): reuse the merged defaults.
+        lim = self._default_limits if limits is None else limits.merged(self.defaults)
         self.check_args(fn, args)
-        started = time.monotonic()
-        budget = wait if wait is not None else lim.timeout
-        if not self.capacity.acquire(budget):
-            raise CapacityTimeout(self.component.name, fn.key, self.policy.max_instances,
-                                  time.monotonic() - started)
+        if not self.capacity.try_acquire():  # the clock is only read when we have to wait
+            started = time.monotonic()
+            if not self.capacity.acquire(wait if wait is not None else lim.timeout):
+                raise CapacityTimeout(self.component.name, fn.key, self.policy.max_instances,
+                                      time.monotonic() - started)
         try:
             return self.run_acquired(fn, args, lim)
         finally:
@@ -351,7 +357,11 @@ class InstanceManager:
             if slot is None:
                 slot = self._take(lim)
             store = slot.store
-            store.set_epoch_deadline(engine.ticks_for(lim.timeout))
+            # An untimed call after an untimed call keeps its "never" deadline: the epoch only
+            # advances while timed calls run, so 2**62 ticks stay out of reach.
+            if timed or slot.ticks != NO_DEADLINE_TICKS:
+                slot.ticks = engine.ticks_for(lim.timeout)
+                store.set_epoch_deadline(slot.ticks)
             if engine.config.consume_fuel:
                 store.set_fuel(lim.fuel if lim.fuel is not None else DEFAULT_FUEL)
             slot.uses += 1

@@ -7,6 +7,7 @@ progress). Every wasmtime complaint becomes a ``ComponentLoadError`` naming the 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -188,6 +189,16 @@ def _index_functions(component: wc.Component, world: t.WorldType) -> dict[str, E
     return funcs
 
 
+_HEAD = 4096  # enough for check_preamble (it looks at most at the first 4 KiB of WAT)
+
+
+def _read(path: Path, label: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ComponentLoadError(label, exc.strerror or str(exc)) from exc
+
+
 def load_component(
     engine: Engine,
     source: str | Path | bytes,
@@ -202,28 +213,43 @@ def load_component(
         ComponentLoadError: unreadable file, garbage, a core module, a truncated binary or a
             feature this host does not support — the message names the source and the fix.
     """
+    data: bytes | None
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
+        size = len(data)
         label = name or "<bytes>"
         check_preamble(data, label)
         digest = sha256_hex(data)
     else:
         path = Path(source)
         label = name or str(path)
+        # Only the head is needed to vet the file; the whole of it (18 MB for a Python guest)
+        # only to hash it on a digest-memo miss or to compile it on a cache miss.
+        data = None
         try:
-            data = path.read_bytes()
+            with path.open("rb") as f:
+                head = f.read(_HEAD)
+                size = os.fstat(f.fileno()).st_size
+                if size <= _HEAD or cache is None:
+                    data = head + f.read()
         except FileNotFoundError:
             raise ComponentLoadError(label, "no such file") from None
         except IsADirectoryError:
             raise ComponentLoadError(label, "is a directory, expected a .wasm file") from None
         except OSError as exc:
             raise ComponentLoadError(label, exc.strerror or str(exc)) from exc
-        check_preamble(data, label)
-        digest = cache.file_digest(path, data) if cache else sha256_hex(data)
+        check_preamble(head, label)
+        if cache:
+            digest = cache.file_digest(path)
+        else:
+            assert data is not None  # read in full above when there is no cache
+            digest = sha256_hex(data)
 
     compiled = cache.load(engine, digest) if cache else None
     seconds: float | None = None
     if compiled is None:
+        if data is None:
+            data = _read(path, label)
         started = time.monotonic()
         compiled = _compile(engine, data, label, progress)
         seconds = time.monotonic() - started
@@ -232,13 +258,19 @@ def load_component(
             cache.store(engine, digest, compiled)
         if progress and seconds > 1:
             progress(f"compiled {label} in {seconds:.1f}s")
-    try:
-        world = world_type(compiled, engine.wasmtime)
-    except (TypeError, WasmtimeError) as exc:
-        raise ComponentLoadError(label, f"cannot read its types: {exc}") from exc
+    # Reading the types back from wasmtime costs ~20 ms for a WASI guest; they depend only
+    # on the component and the wasmtime version, so they are cached next to the artifact.
+    world = cache.load_world(engine, digest) if cache else None
+    if world is None:
+        try:
+            world = world_type(compiled, engine.wasmtime)
+        except (TypeError, WasmtimeError) as exc:
+            raise ComponentLoadError(label, f"cannot read its types: {exc}") from exc
+        if cache:
+            cache.store_world(engine, digest, world)
     short = name or (Path(source).stem if not isinstance(source, (bytes, bytearray, memoryview))
                      else f"sha256:{digest[:12]}")
     return CompiledComponent(
-        name=short, digest=digest, size=len(data), wasmtime=compiled, world=world,
+        name=short, digest=digest, size=size, wasmtime=compiled, world=world,
         functions=_index_functions(compiled, world), compile_seconds=seconds,
     )
