@@ -94,7 +94,9 @@ class GuestTrap(InvocationError):
 class DeadlineExceeded(InvocationError, TimeoutError):
     def __init__(self, component: str, function: str, timeout: float) -> None:
         self.timeout = timeout
-        super().__init__(component, function, f"deadline of {timeout:g}s exceeded; instance discarded")
+        super().__init__(
+            component, function, f"deadline of {timeout:g}s exceeded; instance discarded"
+        )
 
 
 class ResourceLimitExceeded(InvocationError):
@@ -110,7 +112,8 @@ class CapacityTimeout(InvocationError, TimeoutError):
         self.max_instances, self.waited = max_instances, waited
         super().__init__(
             component, function,
-            f"all {max_instances} instances busy for {waited:g}s (raise max_instances or the deadline)",
+            f"all {max_instances} instances busy for {waited:g}s"
+            " (raise max_instances or the deadline)",
         )
 
 

@@ -21,7 +21,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from wasmtime import WasmtimeError, _ffi as ffi
+from wasmtime import WasmtimeError
+from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
 from ...lattice.errors import UnsatisfiedImports
@@ -58,7 +59,9 @@ class HostImports:
 
     def register(self, interface: str, impl: Any) -> None:
         if not interface or "/" not in interface:
-            raise ValueError(f"interface must look like 'ns:pkg/iface[@version]', got {interface!r}")
+            raise ValueError(
+                f"interface must look like 'ns:pkg/iface[@version]', got {interface!r}"
+            )
         self._impls[interface] = impl
 
     def unregister(self, interface: str) -> None:

@@ -303,7 +303,9 @@ class InstanceManager:
             if slot.broken:
                 self.stats.discarded += 1
             return
-        keep = self.policy.max_idle if self.policy.max_idle is not None else self.policy.max_instances
+        keep = self.policy.max_idle
+        if keep is None:
+            keep = self.policy.max_instances
         with self._idle_lock:
             if len(self._idle) < keep:
                 self._idle.append(slot)

@@ -139,7 +139,8 @@ def _load_error(source: str, exc: WasmtimeError) -> ComponentLoadError:
     hint = next((h for k, h in _FEATURE_HINTS.items() if k in text.lower()), None)
     if "unexpected end" in text.lower():
         hint = "the file looks truncated; rebuild or re-download it"
-    detail = first if len(text.splitlines()) <= 1 else f"{first} ({' / '.join(text.splitlines()[1:4])})"
+    rest = text.splitlines()[1:4]
+    detail = f"{first} ({' / '.join(rest)})" if rest else first
     return ComponentLoadError(source, detail, hint)
 
 

@@ -167,7 +167,8 @@ class Component:
              fuel: int | None = None, max_memory: int | None = None) -> Any:
         """Blocking call on the calling thread (no interceptors): the lowest-overhead path."""
         fn = self.compiled.resolve(function)
-        limits = None if timeout is fuel is max_memory is None else Limits(timeout, fuel, max_memory)
+        unset = timeout is None and fuel is None and max_memory is None
+        limits = None if unset else Limits(timeout, fuel, max_memory)
         return self.instances.call(fn, args, limits)
 
     async def invoke(self, function: str, *args: Any, timeout: float | None = None,

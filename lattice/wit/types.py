@@ -104,7 +104,7 @@ class BorrowType:
     resource: str
 
 
-WitType = Union[
+WitType = Union[  # noqa: UP007 - a runtime alias; `|` cannot combine forward references
     Primitive, ListType, RecordType, TupleType, VariantType, EnumType, OptionType, ResultType,
     FlagsType, OwnType, BorrowType,
 ]

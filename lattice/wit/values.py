@@ -16,7 +16,7 @@ variant                ``Case(name, value)``; ``value`` is ``None`` for a case w
 enum                   ``str`` (the case name)
 option<T>              ``None`` or the value; when ``T`` is itself an option, ``some(x)`` is
                        ``Some(x)`` so that ``none`` and ``some(none)`` stay distinct
-result<T, E>           ``Ok(value)`` / ``Err(value)`` (``value`` ``None`` where the side has no type)
+result<T, E>           ``Ok(value)`` / ``Err(value)`` (``None`` for a side without a type)
 flags                  ``frozenset`` of flag names (any set accepted as input)
 own<R>, borrow<R>      ``Resource`` handle (valid only inside the instance that made it)
 =====================  ==============================================================

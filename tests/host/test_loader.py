@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from _wat import LIMITS
-
 from trellis.host.runtime.cache import CompileCache
 from trellis.host.runtime.engine import Engine
 from trellis.host.runtime.loader import load_component

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from _wat import HOST_IMPORT, LIMITS
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from trellis.host.runtime.engine import EngineConfig
 from trellis.host.runtime.imports import HostImports
 from trellis.host.runtime.instances import InstancePolicy, Limits
@@ -26,8 +26,6 @@ from trellis.lattice.errors import (
     ResourceLimitExceeded,
     UnsatisfiedImports,
 )
-
-from _wat import HOST_IMPORT, LIMITS
 
 
 @pytest.fixture
