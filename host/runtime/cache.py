@@ -73,8 +73,14 @@ def _crc32_file(path: Path) -> tuple[int, int]:
 
 @functools.cache
 def _types_stamp() -> str:
-    """A digest of the WIT type model's source: pickled worlds never outlive a change to it."""
-    return hashlib.sha256(Path(t.__file__).read_bytes()).hexdigest()[:12]
+    """A digest of the type model's and the introspection's source: a pickled world never
+    outlives a change to either."""
+    from . import introspect
+
+    h = hashlib.sha256()
+    for mod in (t, introspect):
+        h.update(Path(mod.__file__ or "").read_bytes())
+    return h.hexdigest()[:12]
 
 
 class CompileCache:

@@ -110,6 +110,17 @@ def test_corrupt_cache_entry_is_recompiled(tmp_path: Path, limits_wasm: Path,
     assert third.compile_seconds is None, "the recompiled entry is cached again"
 
 
+def test_damaged_cached_types_are_read_again(tmp_path: Path, limits_wasm: Path) -> None:
+    cache = CompileCache(tmp_path / "cache")
+    engine = Engine()
+    first = load_component(engine, limits_wasm, cache=cache)
+    (world_file,) = (cache.root / engine.config.fingerprint()).glob("*.world")
+    world_file.write_bytes(b"not a pickle")
+    second = load_component(engine, limits_wasm, cache=cache)
+    assert second.compile_seconds is None
+    assert second.world == first.world and set(second.functions) == set(first.functions)
+
+
 def test_digest_memo_follows_file_changes(tmp_path: Path, limits_wasm: Path) -> None:
     import wasmtime
 
