@@ -156,3 +156,17 @@ async def nats_cluster() -> AsyncIterator[list[NatsServer]]:
         yield servers
     finally:
         await stop_all(servers)
+
+
+# -- hypothesis: no per-example deadlines (2 shared cores make timings meaningless); in CI the
+# examples are derandomized so a failure reproduces on the next run.
+import os as _os  # noqa: E402
+
+from hypothesis import HealthCheck as _HealthCheck  # noqa: E402
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile(
+    "trellis", deadline=None, suppress_health_check=[_HealthCheck.too_slow],
+    derandomize=bool(_os.environ.get("CI")),
+)
+_hyp_settings.load_profile("trellis")
