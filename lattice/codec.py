@@ -7,9 +7,10 @@ in short: scalars are fixed-width little-endian, lengths, counts and case indice
 aggregates are their parts in order. ``bench/codec.py`` holds the measurements behind the
 choices (fixed-width integers over LEB128, this format over JSON).
 
-Every type is compiled once into closures specialised for it (cached by type), so encoding and
-decoding do no type dispatch per value. Records and tuples pack runs of adjacent numeric fields
-with one ``struct`` call, and lists of numbers or bools are (un)packed in bulk by ``array``.
+Every type is compiled once (and cached) into (de)coders specialised for it, so encoding and
+decoding do no type dispatch per value: closures for most types, straight-line generated code
+for records and tuples (runs of adjacent numeric fields packed by one ``struct`` call), and one
+``array`` call for a whole list of numbers or bools.
 
 Decoding treats its input as hostile (it comes off the network): every length and count is
 checked against the bytes left before anything is allocated, every discriminant, bool, char,
@@ -29,7 +30,7 @@ import sys
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any, NoReturn
+from typing import Any
 
 from trellis.lattice.errors import WitValueError
 from trellis.lattice.wit.types import (
@@ -402,19 +403,6 @@ def _bytes_dec(view: bool) -> _Dec:
 # ------------------------------------------------------------------------------------ lists
 
 
-def _element_error(enc: _Enc, items: Sequence[Any], err: WitValueError) -> WitValueError:
-    """Which element failed, found by encoding them again (only on the error path, so the hot
-    loop needs no counter)."""
-    scratch: list[bytes] = []
-    for i, x in enumerate(items):
-        try:
-            enc(scratch.append, x)
-        except WitValueError as e:
-            return WitValueError(f"list element {i}: {e}")
-        scratch.clear()
-    return err
-
-
 def _list_enc(ty: ListType) -> _Enc:
     elem = _encoder(ty.element)
     label = _label(ty)
@@ -424,11 +412,12 @@ def _list_enc(ty: ListType) -> _Enc:
             raise WitValueError(f"expected a list for {label}, got " + _got(v))
         n = len(v)
         put(_B1[n] if n < 0x80 else _uleb(n))
+        i = 0
         try:
-            for x in v:
+            for i, x in enumerate(v):  # noqa: B007 - i names the element that fails
                 elem(put, x)
         except WitValueError as e:
-            raise _element_error(elem, v, e) from None
+            raise WitValueError(f"list element {i}: {e}") from None
 
     return enc
 
@@ -522,8 +511,7 @@ def _bulk_kind(ty: ListType) -> str | None:
 # dispatch, records built as dict displays, and runs of adjacent numeric fields (un)packed by
 # one ``struct`` call. Only the glue is generated: each field's own (de)coder is a compiled
 # closure bound by a generated identifier, and field names appear only as ``repr`` literals.
-# The fast path keeps no bookkeeping for messages: on any failure a plain field-by-field
-# ``fail`` function re-reads the value or bytes and raises the precise error.
+# The one bookkeeping kept for messages is ``at``, the field being worked on.
 #
 # Packing a run needs the exact Python types (struct would take a bool for an int and refuse an
 # int for a float); other types, or struct's range error, go through the fields' own encoders,
@@ -563,6 +551,7 @@ def _enc_body(
     lines: list[str] = []
     env.update((f"e{k}", enc) for k, enc in enumerate(encs))
     for i, j in _groups(types):
+        lines.append(f"        at = {i}")
         if j - i == 1:
             lines.append(f"        e{i}(put, {item(i)})")
             continue
@@ -571,7 +560,7 @@ def _enc_body(
         exact = " and ".join(
             f"type(x{k}) is {'float' if types[k] in _FLOATS else 'int'}" for k in range(i, j)
         )
-        slow = "; ".join(f"e{k}(put, x{k})" for k in range(i, j))
+        slow = "; ".join(f"at = {k}; e{k}(put, x{k})" for k in range(i, j))
         lines += [
             f"        {', '.join(xs)} = {', '.join(item(k) for k in range(i, j))}",
             f"        if {exact}:",
@@ -589,6 +578,7 @@ def _dec_body(types: Sequence[WitType], decs: Sequence[_Dec], env: dict[str, Any
     """Statements reading every element into ``f0`` … ``fn`` and advancing ``pos``."""
     lines: list[str] = []
     for i, j in _groups(types):
+        lines.append(f"        at = {i}")
         if _width(types[i]):
             run = _run_struct(types[i:j])
             env[f"u{i}"] = run.unpack_from
@@ -600,40 +590,55 @@ def _dec_body(types: Sequence[WitType], decs: Sequence[_Dec], env: dict[str, Any
     return lines
 
 
+def _cut(
+    types: Sequence[WitType], where: Sequence[str]
+) -> Callable[[Any, int, int], WitValueError]:
+    """``cut(data, pos, at)``: the error for a numeric run, starting at element ``at`` and
+    offset ``pos``, that the data ends inside of, naming the element it ends in."""
+
+    def cut(data: Any, pos: int, at: int) -> WitValueError:
+        start = pos
+        for k in range(at, len(types)):
+            ty = types[k]
+            size = _width(ty)
+            if pos + size > len(data) and isinstance(ty, Primitive):
+                return WitValueError(f"{where[k]}: {_short(ty.kind, pos, size, data)}")
+            pos += size
+        return _bad(where[at], start, "truncated")  # not reached: the run did not fit
+
+    return cut
+
+
 def _record_enc(ty: RecordType) -> _Enc:
     names = tuple(n for n, _ in ty.fields)
     types = [t for _, t in ty.fields]
     name_set = frozenset(names)
-    encs = [_encoder(t) for t in types]
     title = _title(ty, "record")
 
-    def fail(v: Any, error: Exception | None = None) -> NoReturn:
-        """Raise the precise error for ``v``, which the fast path could not encode."""
+    def shape(v: Any) -> WitValueError:
         if type(v) is not dict and not isinstance(v, Mapping):
-            raise WitValueError(f"expected a dict for {title}, got " + _got(v))
+            return WitValueError(f"expected a dict for {title}, got " + _got(v))
         if missing := [k for k in names if k not in v]:
-            raise WitValueError(f"{title}: missing field {missing[0]}")
-        if extra := sorted(k if isinstance(k, str) else repr(k) for k in v if k not in name_set):
-            raise WitValueError(f"{title}: unexpected field {extra[0]}")
-        scratch: list[bytes] = []
-        for name, enc in zip(names, encs, strict=True):
-            try:
-                enc(scratch.append, v[name])
-            except WitValueError as e:
-                raise WitValueError(f"{title}, field {name}: {e}") from None
-        raise WitValueError(f"{title}: {error}")  # the value changed under us
+            return WitValueError(f"{title}: missing field {missing[0]}")
+        extra = sorted(k if isinstance(k, str) else repr(k) for k in v if k not in name_set)
+        return WitValueError(f"{title}: unexpected field {extra[0]}")
 
-    env: dict[str, Any] = {"Mapping": Mapping, "fail": fail}
+    def wrap(at: int, e: WitValueError) -> WitValueError:
+        return WitValueError(f"{title}, field {names[at]}: {e}")
+
+    env: dict[str, Any] = {"Mapping": Mapping, "shape": shape, "wrap": wrap}
     return _generate(  # type: ignore[no-any-return]
         [
             "def fn(put, v):",
             "    if (type(v) is not dict and not isinstance(v, Mapping))"
             f" or len(v) != {len(names)}:",
-            "        fail(v)",
+            "        raise shape(v)",
             "    try:",
-            *_enc_body(types, encs, lambda i: f"v[{names[i]!r}]", env),
-            "    except (WitValueError, KeyError) as e:",
-            "        fail(v, e)",
+            *_enc_body(types, [_encoder(t) for t in types], lambda i: f"v[{names[i]!r}]", env),
+            "    except WitValueError as e:",
+            "        raise wrap(at, e) from None",
+            "    except KeyError:",
+            "        raise shape(v) from None",
         ],
         env,
     )
@@ -642,27 +647,21 @@ def _record_enc(ty: RecordType) -> _Enc:
 def _record_dec(ty: RecordType, view: bool) -> _Dec:
     names = tuple(n for n, _ in ty.fields)
     types = [t for _, t in ty.fields]
-    decs = [_decoder(t, view) for t in types]
 
-    def fail(data: Any, pos: int, error: Exception) -> NoReturn:
-        """Raise the precise error: which field, what type, which offset."""
-        for name, dec in zip(names, decs, strict=True):
-            try:
-                _, pos = dec(data, pos)
-            except WitValueError as e:
-                raise WitValueError(f"field {name}: {e}") from None
-        raise _bad(_label(ty), pos, str(error))
+    def wrap(at: int, e: WitValueError) -> WitValueError:
+        return WitValueError(f"field {names[at]}: {e}")
 
-    env: dict[str, Any] = {"fail": fail}
+    env: dict[str, Any] = {"wrap": wrap, "cut": _cut(types, [f"field {n}" for n in names])}
     display = ", ".join(f"{n!r}: f{i}" for i, n in enumerate(names))
     return _generate(  # type: ignore[no-any-return]
         [
             "def fn(data, pos):",
-            "    start = pos",
             "    try:",
-            *_dec_body(types, decs, env),
-            "    except (WitValueError, StructError) as e:",
-            "        fail(data, start, e)",
+            *_dec_body(types, [_decoder(t, view) for t in types], env),
+            "    except WitValueError as e:",
+            "        raise wrap(at, e) from None",
+            "    except StructError:",
+            "        raise cut(data, pos, at) from None",
             f"    return {{{display}}}, pos",
         ],
         env,
@@ -670,58 +669,50 @@ def _record_dec(ty: RecordType, view: bool) -> _Dec:
 
 
 def _tuple_enc(ty: TupleType) -> _Enc:
-    encs = [_encoder(t) for t in ty.elements]
-    n = len(encs)
+    n = len(ty.elements)
     label = _label(ty)
 
-    def fail(v: Any, error: Exception | None = None) -> NoReturn:
-        if (type(v) is not tuple and not isinstance(v, (tuple, list))) or len(v) != n:
-            raise WitValueError(f"expected a tuple of {n} for {label}, got " + _got(v))
-        scratch: list[bytes] = []
-        for i, enc in enumerate(encs):
-            try:
-                enc(scratch.append, v[i])
-            except WitValueError as e:
-                raise WitValueError(f"tuple element {i}: {e}") from None
-        raise WitValueError(f"{label}: {error}")  # the value changed under us
+    def shape(v: Any) -> WitValueError:
+        return WitValueError(f"expected a tuple of {n} for {label}, got " + _got(v))
 
-    env: dict[str, Any] = {"fail": fail}
+    def wrap(at: int, e: WitValueError) -> WitValueError:
+        return WitValueError(f"tuple element {at}: {e}")
+
+    env: dict[str, Any] = {"shape": shape, "wrap": wrap}
+    encs = [_encoder(t) for t in ty.elements]
     return _generate(  # type: ignore[no-any-return]
         [
             "def fn(put, v):",
             f"    if (type(v) is not tuple and not isinstance(v, (tuple, list))) or len(v) != {n}:",
-            "        fail(v)",
+            "        raise shape(v)",
             "    try:",
             *_enc_body(ty.elements, encs, lambda i: f"v[{i}]", env),
             "    except WitValueError as e:",
-            "        fail(v, e)",
+            "        raise wrap(at, e) from None",
         ],
         env,
     )
 
 
 def _tuple_dec(ty: TupleType, view: bool) -> _Dec:
+    n = len(ty.elements)
+
+    def wrap(at: int, e: WitValueError) -> WitValueError:
+        return WitValueError(f"tuple element {at}: {e}")
+
+    cut = _cut(ty.elements, [f"tuple element {i}" for i in range(n)])
+    env: dict[str, Any] = {"wrap": wrap, "cut": cut}
     decs = [_decoder(t, view) for t in ty.elements]
-
-    def fail(data: Any, pos: int, error: Exception) -> NoReturn:
-        for i, dec in enumerate(decs):
-            try:
-                _, pos = dec(data, pos)
-            except WitValueError as e:
-                raise WitValueError(f"tuple element {i}: {e}") from None
-        raise _bad(_label(ty), pos, str(error))
-
-    env: dict[str, Any] = {"fail": fail}
-    display = "".join(f"f{i}, " for i in range(len(decs)))
     return _generate(  # type: ignore[no-any-return]
         [
             "def fn(data, pos):",
-            "    start = pos",
             "    try:",
             *_dec_body(ty.elements, decs, env),
-            "    except (WitValueError, StructError) as e:",
-            "        fail(data, start, e)",
-            f"    return ({display}), pos",
+            "    except WitValueError as e:",
+            "        raise wrap(at, e) from None",
+            "    except StructError:",
+            "        raise cut(data, pos, at) from None",
+            f"    return ({''.join(f'f{i}, ' for i in range(n))}), pos",
         ],
         env,
     )
@@ -1062,8 +1053,9 @@ def _trailing(what: str, data: Any, end: int) -> WitValueError:
 
 
 class Codec:
-    """Encoder and decoder compiled for one WIT type; get one from ``codec(ty)`` and keep it
-    on hot paths (looking a type up costs a hash of the whole type tree)."""
+    """Encoder and decoder compiled for one WIT type. Get one from ``codec(ty)`` and keep it on
+    hot paths: that skips the cache lookup (an identity check, or a ``repr`` of the whole type
+    for a type object not seen before)."""
 
     __slots__ = ("type", "label", "_enc", "_dec", "_view_dec")
 

@@ -11,6 +11,7 @@ import struct
 from array import array
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -324,6 +325,21 @@ def test_encode_refuses_a_wrong_value_anywhere(
         encode_args([1, bad], params)
 
 
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TYPED_VALUES, WIT_TYPES)
+def test_a_value_of_another_type_is_refused_or_fits(
+    typed: tuple[WitType, Any], other: WitType
+) -> None:
+    """Encoding never fails with anything but ``WitValueError``; what it accepts is a value of
+    the type (an int where a float is expected, say) and decodes as one."""
+    _, value = typed
+    try:
+        data = encode(value, other)
+    except WitValueError:
+        return
+    assert encode(decode(data, other), other) == data or has_f32(other)
+
+
 REC = RecordType((("a", U32), ("b", STRING)), name="point")
 OO = OptionType(OptionType(U8))
 
@@ -509,6 +525,9 @@ def test_golden_worked_example_from_the_docs() -> None:
         " 07"  # priority: u8 7
     )
     assert decode_args(args, PLACE_ORDER_PARAMS) == [order, 7]
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "value-encoding.md").read_text()
+    block = doc.split("sends these 34 bytes:\n\n```text\n", 1)[1].split("```", 1)[0]
+    assert bytes.fromhex(" ".join(line.split("   ")[0] for line in block.splitlines())) == args
     assert encode_result(Ok(1001), PLACE_ORDER_RESULT).hex(" ") == "00 e9 03 00 00 00 00 00 00"
     assert encode_result(Err("sold out"), PLACE_ORDER_RESULT).hex(" ") == (
         "01 08 73 6f 6c 64 20 6f 75 74"
@@ -592,21 +611,22 @@ def test_decode_input_forms_and_zero_copy() -> None:
     assert decode(memoryview(data), ty) == (b"\x01\x02\x03", "ok")
     assert decode(bytearray(data), ty) == (b"\x01\x02\x03", "ok")
     view, text = decode(data, ty, zero_copy=True)
-    assert isinstance(view, memoryview) and view.readonly and view == b"\x01\x02\x03"
+    assert isinstance(view, memoryview) and view.readonly and view.tobytes() == b"\x01\x02\x03"
     assert view.obj is data  # a slice of the input, not a copy
     assert text == "ok"
     buf = bytearray(data)
     view = decode(buf, ty, zero_copy=True)[0]
     assert view.readonly  # never a writable alias of the caller's buffer
-    words = memoryview(array("B", data)).cast("B", (1, len(data)))  # 2-d: flattened
-    assert decode(words, ty, zero_copy=True)[0] == b"\x01\x02\x03"
-    assert decode_args(encode_args([b"ab"], (("x", BYTES),)), (("x", BYTES),), zero_copy=True)[
-        0
-    ] == b"ab"
+    flat: bytes = bytes(data)
+    grid = memoryview(flat).cast("B", [1, len(flat)])  # 2-d: read flat
+    assert decode(grid, ty, zero_copy=True)[0] == b"\x01\x02\x03"
+    params = (("x", BYTES),)
+    assert decode_args(encode_args([b"ab"], params), params, zero_copy=True)[0] == b"ab"
+    wrong: Any = "0100"
     with pytest.raises(WitValueError, match="expected bytes to decode, got str"):
-        decode("0100", U8)  # type: ignore[arg-type]
+        decode(wrong, U8)
     with pytest.raises(WitValueError, match="expected bytes to decode, got list"):
-        decode([1], U8, zero_copy=True)  # type: ignore[arg-type]
+        decode([1] if wrong else b"", U8, zero_copy=True)
 
 
 # ---------------------------------------------------------------------------- types and API
@@ -702,3 +722,25 @@ def test_long_lists_and_fused_runs() -> None:
 
 def test_encoding_name() -> None:
     assert ENCODING == "trellis-wit/1"
+
+
+def test_deep_types_fail_without_blowup() -> None:
+    """Errors deep inside nested types are worded once per level, not re-derived per level
+    (which would cost 2^depth): 60 levels of record-in-list fail at once."""
+    ty: WitType = U16
+    value: Any = 7
+    for _ in range(60):
+        ty = RecordType((("a", ListType(ty)), ("b", STRING)), name="deep")
+        value = {"a": [value], "b": "x"}
+    data = encode(value, ty)
+    assert decode(data, ty) == value
+    bad = {"a": [value["a"][0] | {"b": 1}], "b": "x"}
+    with pytest.raises(WitValueError, match="record deep, field a: list element 0: record deep"):
+        encode(bad, ty)
+    for cut in range(len(data)):
+        with pytest.raises(WitValueError, match="cannot decode deep: field [ab]: "):
+            decode(data[:cut], ty)
+    assert data[:62] == b"\x01" * 60 + b"\x07\x00"  # 60 counts (the last of list<u16>), a u16
+    innermost = "(field a: list element 0: ){59}field a: list<u16> at offset 59: count 1"
+    with pytest.raises(WitValueError, match=innermost):
+        decode(data[:61], ty)
