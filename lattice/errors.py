@@ -13,8 +13,23 @@
     │       ├── GuestTrap               the guest trapped (panic, unreachable, exception); backtrace
     │       ├── DeadlineExceeded (TimeoutError)   wall-clock deadline (epoch interruption)
     │       ├── ResourceLimitExceeded   fuel or memory cap
-    │       └── CapacityTimeout (TimeoutError)    no instance slot free before the deadline
+    │       ├── CapacityTimeout (TimeoutError)    no instance slot free before the deadline
+    │       ├── InvocationTimeout (TimeoutError)  a remote call got no reply before its deadline
+    │       ├── NoSuchComponent (LookupError)     no host in the lattice runs the target
+    │       └── RemoteInvocationError             a host answered with an error (``kind``, ``host``)
+    │           ├── RemoteTrap (GuestTrap)  ·  RemoteDeadlineExceeded (DeadlineExceeded)
+    │           ├── RemoteLimitExceeded (ResourceLimitExceeded)
+    │           ├── RemoteCapacityTimeout (CapacityTimeout)
+    │           ├── RemoteFunctionNotFound (FunctionNotFound)
+    │           └── RemoteArgumentError (ArgumentError)
+    ├── LatticeError                    the lattice refused or failed a control request
+    │   ├── LatticeUnavailableError     NATS is unreachable or went away (cause in __cause__)
+    │   ├── HostNotFound (LookupError)  no host with that id answered
+    │   └── ScaleFailed                 a host could not start/scale a component (``reason``)
     └── HostStoppedError                the runtime/host was closed by its owner
+
+Remote errors subclass their local counterparts, so ``except GuestTrap`` catches a trap wherever
+the component ran; ``.host`` says where.
 
 Each error builds its message from its fields so the CLI can print ``TypeName: message``.
 """
@@ -119,3 +134,110 @@ class CapacityTimeout(InvocationError, TimeoutError):
 
 class HostStoppedError(TrellisError):
     """The runtime or host was closed by its owner; not a failure of the lattice."""
+
+
+# -- the lattice ---------------------------------------------------------------------------
+
+
+class InvocationTimeout(InvocationError, TimeoutError):
+    """A remote call got no reply before its deadline: the host may be slow, overloaded or gone."""
+
+    def __init__(self, component: str, function: str, timeout: float, lattice: str) -> None:
+        self.timeout, self.lattice = timeout, lattice
+        super().__init__(
+            component, function,
+            f"no reply within {timeout:.3g}s on lattice {lattice!r} (the host running it may be "
+            "overloaded or gone; raise the timeout or check `trellis host list`)",
+        )
+
+
+class NoSuchComponent(InvocationError, LookupError):
+    """Nothing in the lattice serves the component: NATS reported no responders."""
+
+    def __init__(self, component: str, function: str, lattice: str) -> None:
+        self.lattice = lattice
+        super().__init__(
+            component, function,
+            f"no host on lattice {lattice!r} runs component {component!r} "
+            "(start it with `trellis component start … --id " + component + "`)",
+        )
+
+
+class RemoteInvocationError(InvocationError):
+    """A host executed (or refused) the call and answered with an error.
+
+    ``kind`` is the wire error kind (``trap``, ``deadline``, ``limit``, ``capacity``,
+    ``no_such_function``, ``bad_request``, ``denied``, ``stopped``, ``internal`` …; see
+    docs/protocol.md), ``host`` the host that answered, ``remote_message`` its own words.
+    """
+
+    def __init__(self, component: str, function: str, kind: str, message: str, host: str,
+                 invocation_id: str = "") -> None:
+        self.kind, self.host, self.invocation_id = kind, host, invocation_id
+        self.remote_message = message
+        # Not InvocationError.__init__: with the local error types mixed in (below), its
+        # cooperative super() call would reach their differently shaped constructors.
+        self.component, self.function = component, function
+        self.detail = f"{message} [{kind} on host {host}]"
+        Exception.__init__(self, f"{component} {function}: {self.detail}")
+
+
+class RemoteTrap(RemoteInvocationError, GuestTrap):
+    backtrace = ""
+
+
+class RemoteDeadlineExceeded(RemoteInvocationError, DeadlineExceeded):
+    timeout = 0.0
+
+
+class RemoteLimitExceeded(RemoteInvocationError, ResourceLimitExceeded):
+    limit = ""
+
+
+class RemoteCapacityTimeout(RemoteInvocationError, CapacityTimeout):
+    max_instances, waited = 0, 0.0
+
+
+class RemoteFunctionNotFound(RemoteInvocationError, FunctionNotFound):
+    name, candidates = "", []
+
+
+class RemoteArgumentError(RemoteInvocationError, ArgumentError):
+    """The host could not decode the arguments (wrong types or encoding)."""
+
+
+class LatticeError(TrellisError):
+    """A control request to the lattice failed."""
+
+
+class LatticeUnavailableError(LatticeError):
+    """NATS is unreachable or the connection went away; the cause is in ``__cause__``.
+    (``HostStoppedError`` is the other case: the owner closed it on purpose.)"""
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url, self.detail = url, detail
+        super().__init__(f"lattice unavailable at {url}: {detail}")
+
+
+class HostNotFound(LatticeError, LookupError):
+    def __init__(self, host_id: str, lattice: str) -> None:
+        self.host_id, self.lattice = host_id, lattice
+        super().__init__(
+            f"no host {host_id!r} answered on lattice {lattice!r} (see `trellis host list`)"
+        )
+
+
+class CtlRequestFailed(LatticeError):
+    """A host answered a control request with ``success: false``."""
+
+    def __init__(self, operation: str, target: str, message: str) -> None:
+        self.operation, self.target, self.reason = operation, target, message
+        super().__init__(f"{operation} on {target} failed: {message}")
+
+
+class ScaleFailed(LatticeError):
+    """A host accepted a scale request but could not carry it out; ``reason`` says why."""
+
+    def __init__(self, component: str, host_id: str, reason: str) -> None:
+        self.component, self.host_id, self.reason = component, host_id, reason
+        super().__init__(f"cannot scale {component} on host {host_id}: {reason}")

@@ -9,7 +9,7 @@ Types (``T``); ``"name"`` is optional on the four named kinds and absent when un
     bool s8 u8 s16 u16 s32 u32 s64 u64 f32 f64 char string   the bare string, e.g. "u32"
     list<T>                   {"list": T}
     option<T>                 {"option": T}
-    result<O, E>              {"result": {"ok": O, "err": E}}   either key absent when that side is _
+    result<O, E>              {"result": {"ok": O, "err": E}}   a key is absent where WIT has _
     tuple<A, B>               {"tuple": [A, B]}
     record point {x, y}       {"record": [["x", T], ["y", T]], "name": "point"}
     variant shape {c(T), e}   {"variant": [["c", T], ["e", null]], "name": "shape"}
