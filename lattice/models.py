@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -58,6 +59,9 @@ class ScaleComponent(Wire):
     mode: Literal["fresh", "pooled"] = "fresh"
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     annotations: dict[str, str] = Field(default_factory=dict)
+    request_id: str | None = Field(default=None, max_length=64)
+    """Echoed in the ``component_scaled`` / ``component_scale_failed`` event, so the requester
+    can wait for the outcome of its own request."""
 
     @field_validator("component_id")
     @classmethod
@@ -68,6 +72,16 @@ class ScaleComponent(Wire):
 class LabelChange(Wire):
     key: str = Field(min_length=1, max_length=128)
     value: str = ""
+
+
+class LabelKey(Wire):
+    """``label.del``: only the key."""
+
+    key: str = Field(min_length=1, max_length=128)
+
+
+class Empty(Wire):
+    """Requests that carry nothing (ping, get inventory): ``{}`` or an empty payload."""
 
 
 class StopHost(Wire):
@@ -87,6 +101,10 @@ class ComponentInfo(Wire):
     """Invocations running right now."""
     exports: list[str] = Field(default_factory=list)
     annotations: dict[str, str] = Field(default_factory=dict)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    invocations: int = 0
+    """Invocations this host served for the component since it started it."""
+    errors: int = 0
 
 
 class HostInfo(Wire):
@@ -96,6 +114,8 @@ class HostInfo(Wire):
     version: str = ""
     started_at: float = Field(default_factory=time.time)
     uptime_seconds: float = 0.0
+    nats_url: str = ""
+    """The server this host is connected to right now (credentials stripped)."""
 
 
 class HostInventory(HostInfo):
@@ -111,7 +131,8 @@ class CloudEvent(Wire):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     source: str
     type: str
-    time: float = Field(default_factory=time.time)
+    time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
+    """RFC 3339, as CloudEvents requires (``2026-11-27T18:02:16.123456+00:00``)."""
     datacontenttype: str = "application/json"
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -131,10 +152,50 @@ class Headers:
     """Absolute deadline, Unix epoch seconds (float text)."""
     LINK = "Trellis-Link"
     ENCODING = "Trellis-Encoding"
-    """Value encoding of the payload: ``wit-binary/1`` (see docs/value-encoding.md)."""
+    """Value encoding of the payload: ``trellis-wit/1`` (``codec.ENCODING``, spec in
+    docs/value-encoding.md)."""
     STATUS = "Trellis-Status"
     """On replies: ``ok`` or an error kind (``not_found``, ``timeout``, ``trap``, ``limit`` …)."""
     HOST = "Trellis-Host"
     """On replies: the host that executed the call."""
+    DIGEST = "Trellis-Digest"
+    """On replies: ``sha256:…`` of the component that answered (callers key signature caches)."""
+    OBJECT = "Trellis-Object"
+    """The payload is in the lattice's payload object store under this name; the body is empty.
+    The reader deletes the object after reading it."""
+    SIZE = "Trellis-Size"
+    """With ``OBJECT``: the payload's size in bytes."""
+    CONTENT_TYPE = "Content-Type"
+    """``application/json`` for error bodies and ``_describe`` replies."""
     TRACEPARENT = "traceparent"
     TRACESTATE = "tracestate"
+
+
+class RpcErrorBody(Wire):
+    """The JSON body of a failed invocation reply (``Trellis-Status`` is not ``ok``). Unknown
+    fields are ignored so newer hosts can add some without breaking older callers."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str
+    message: str
+    component: str
+    function: str
+    host: str
+    invocation_id: str = ""
+    limit: str | None = None
+    """For ``kind="limit"``: ``fuel`` or ``memory``."""
+    candidates: list[str] | None = None
+    """For ``kind="no_such_function"``: the functions the component does export."""
+
+
+class Describe(Wire):
+    """Reply to the reserved ``_describe`` operation: what a caller needs to encode arguments
+    and decode results (see ``trellis.lattice.wit.typejson``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    component: str
+    digest: str
+    format: str
+    exports: dict[str, Any]

@@ -12,6 +12,7 @@ carries the lattice, so several lattices share one NATS deployment.
     trellis.ctl.v1.{lattice}.component.scale.{host}         start / scale / (scale 0 =) stop
     trellis.evt.{lattice}.{event}                           CloudEvents
     trellis.rpc.{lattice}.{component}.{operation}           invocations (queue group per component)
+    TRELLIS_{lattice}_artifacts / _payloads                 object stores: components, big payloads
 
 Operations are ``ns:pkg/iface@ver#func`` or a root ``func``; NATS tokens cannot hold ``.``,
 ``*``, ``>`` or whitespace, so ``operation_token`` escapes them reversibly (tested).
@@ -93,11 +94,12 @@ def events_all(lattice: str) -> str:
 
 _ESCAPES = {".": "~d", "*": "~s", ">": "~g", "~": "~~", " ": "~w"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+_ESCAPE_TABLE = str.maketrans(_ESCAPES)
 
 
 def operation_token(operation: str) -> str:
     """Escape an operation (``wasi:http/handler@0.2.0#handle``) into one NATS token."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in operation)
+    return operation.translate(_ESCAPE_TABLE)
 
 
 def operation_from_token(token: str) -> str:
@@ -124,6 +126,11 @@ def rpc_component(lattice: str, component_id: str) -> str:
     return f"{RPC_PREFIX}.{lattice}.{component_id}.*"
 
 
+def operation_of(subject: str) -> str:
+    """The operation an invocation subject addresses (its last token, unescaped)."""
+    return operation_from_token(subject.rsplit(".", 1)[-1])
+
+
 def rpc_all(lattice: str) -> str:
     return f"{RPC_PREFIX}.{lattice}.>"
 
@@ -134,6 +141,12 @@ def rpc_queue(lattice: str, component_id: str) -> str:
 
 
 # -- JetStream -----------------------------------------------------------------------------
+
+def payloads_bucket(lattice: str) -> str:
+    """Object store for invocation payloads above the server's ``max_payload``. Objects are
+    deleted by their reader; the bucket's TTL removes what a dead reader left behind."""
+    return f"TRELLIS_{lattice}_payloads"
+
 
 def artifacts_bucket(lattice: str) -> str:
     """Object store holding component binaries by ``sha256`` digest."""

@@ -1,0 +1,343 @@
+"""``Host``: a daemon that joins a lattice, runs components and answers the control interface.
+
+::
+
+    async with Host(HostConfig(nats_url=url, lattice="prod")) as host:   # start(): reachable
+        ...                                                               # exit: graceful stop
+    await run_host(HostConfig.from_env())     # the daemon: until SIGINT/SIGTERM or host.stop
+
+Lifecycle (STYLE §4): ``start()`` connects (retrying until ``connect_timeout``; afterwards NATS
+reconnects forever), checks that no other host answers to its id, subscribes its control
+subjects, flushes, and only then publishes ``host_started`` and returns. A heartbeat carrying
+the full inventory follows every ``heartbeat_interval`` seconds (and right after a reconnect).
+``stop()`` only sets a flag and may be called any number of times, from anywhere (a control
+handler, a signal handler); ``run()`` waits until the stop is complete.
+
+Resource handling: the stop is two-phase. Invocation subscriptions are drained first (NATS sends
+new calls to other replicas), calls in flight get ``stop_timeout`` seconds to finish, the rest
+are cancelled and answered with a ``stopped`` error. Then ``host_stopped`` is published and the
+connection drained. A runtime the host created is closed; one passed in is left to its owner.
+
+Error handling: ``start()`` raises ``LatticeUnavailableError`` (no NATS), ``HostIdInUse`` or
+``HostConfigError``; nothing after start raises out of background work — failures are logged,
+and scale failures are published as ``component_scale_failed`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import platform
+import signal
+import socket
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry.trace import TracerProvider
+
+from ..lattice import subjects
+from ..lattice.connection import connect, flush
+from ..lattice.errors import LatticeError
+from ..lattice.models import (
+    CloudEvent,
+    ComponentInfo,
+    HostInfo,
+    HostInventory,
+    LimitsSpec,
+    event_type,
+)
+from .config import HostConfig, HostIdSlot
+from .ctl import CtlServer
+from .rpc import RpcServer
+from .runtime.runtime import Runtime
+
+_LOG = logging.getLogger(__name__)
+
+try:
+    VERSION = version("trellis")
+except PackageNotFoundError:  # running from a source tree without an install
+    VERSION = "0.0.0"
+
+
+class HostState(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class HostIdInUse(LatticeError):
+    def __init__(self, host_id: str, lattice: str) -> None:
+        self.host_id, self.lattice = host_id, lattice
+        super().__init__(f"another host already answers as {host_id!r} on lattice {lattice!r}; "
+                         "give this one another host_id (TRELLIS_HOST_ID) or leave it unset")
+
+
+def automatic_labels() -> dict[str, str]:
+    return {
+        "trellis.os": platform.system().lower(),
+        "trellis.arch": platform.machine().lower(),
+        "trellis.hostname": socket.gethostname(),
+    }
+
+
+class Host:
+    """One host daemon on one lattice.
+
+    Args:
+        config: connection, identity, labels and timeouts.
+        runtime: the component runtime to run on; a new one (closed at stop) when ``None``.
+        tracer_provider: for the runtime the host creates (ignored when ``runtime`` is given).
+    """
+
+    fetch_timeout = 120.0
+    """Seconds to fetch one artifact from the lattice's object store."""
+
+    def __init__(self, config: HostConfig, runtime: Runtime | None = None, *,
+                 tracer_provider: TracerProvider | None = None) -> None:
+        self.config = config
+        self.lattice = config.lattice
+        self._own_runtime = runtime is None
+        self._runtime = runtime
+        self._tracer_provider = tracer_provider
+        self._slot: HostIdSlot | None = None
+        self.host_id = config.host_id or ""
+        self.labels: dict[str, str] = {**automatic_labels(), **config.labels}
+        self.state = HostState.NEW
+        self.started_at = time.time()
+        self._nc: Client | None = None
+        self._rpc: RpcServer | None = None
+        self._ctl: CtlServer | None = None
+        self._stop_requested = asyncio.Event()
+        self._stop_timeout = config.stop_timeout
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._lifecycle: asyncio.Task[None] | None = None
+
+    # -- accessors -------------------------------------------------------------------------------
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("Host is not started")
+        return self._nc
+
+    @property
+    def rpc(self) -> RpcServer:
+        if self._rpc is None:
+            raise RuntimeError("Host is not started")
+        return self._rpc
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("Host is not started")
+        return self._runtime
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    def info(self) -> HostInfo:
+        url = self._nc.connected_url if self._nc else None
+        return HostInfo(
+            host_id=self.host_id, lattice=self.lattice, labels=dict(self.labels),
+            version=VERSION, started_at=self.started_at,
+            uptime_seconds=round(time.time() - self.started_at, 3),
+            nats_url=f"nats://{url.hostname}:{url.port}" if url else "",
+        )
+
+    def inventory(self) -> HostInventory:
+        comps = []
+        for s in (self._rpc.served.values() if self._rpc else ()):
+            c = s.component
+            lim = c.config.limits
+            comps.append(ComponentInfo(
+                component_id=s.component_id, image=s.image, digest=c.compiled.ref,
+                max_instances=c.config.policy.max_instances, mode=c.config.policy.mode,
+                active=s.active, exports=c.functions(), annotations=dict(s.annotations),
+                limits=LimitsSpec(timeout=lim.timeout, fuel=lim.fuel,
+                                  max_memory_mib=None if lim.max_memory is None
+                                  else lim.max_memory >> 20),
+                invocations=s.invocations, errors=s.errors,
+            ))
+        return HostInventory(**self.info().model_dump(), components=comps)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, join the lattice and answer control requests; returns once reachable.
+
+        Raises:
+            RuntimeError: called twice.
+            LatticeUnavailableError: NATS is not reachable within ``connect_timeout``.
+            HostIdInUse: another live host has this id.
+        """
+        if self.state is not HostState.NEW:
+            raise RuntimeError(f"Host already {self.state.value}")
+        self.state = HostState.STARTING
+        try:
+            await self._start()
+        except BaseException:
+            await self._teardown()
+            self.state = HostState.STOPPED
+            raise
+        self.state = HostState.RUNNING
+        self._lifecycle = asyncio.create_task(self._supervise(), name=f"host {self.host_id}")
+
+    async def _start(self) -> None:
+        if not self.host_id:
+            self._slot = HostIdSlot(self.config.resolved_cache_dir(), self.lattice)
+            self.host_id = self._slot.host_id
+        self._nc = await connect(self.config.nats_options(f"trellis-host {self.host_id}"),
+                                 reconnected_cb=self._on_reconnect)
+        await self._check_unique_id()
+        if self._runtime is None:
+            self._runtime = Runtime(cache_dir=self.config.cache_dir,
+                                    tracer_provider=self._tracer_provider)
+        self._rpc = RpcServer(self._nc, self.lattice, self.host_id)
+        self._ctl = CtlServer(self)
+        await self._ctl.start()
+        await flush(self._nc)
+        self.started_at = time.time()
+        await self.publish_event("host_started", self.info().model_dump())
+        self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.host_id}")
+
+    async def _check_unique_id(self) -> None:
+        try:
+            await self.nc.request(subjects.host_get(self.lattice, self.host_id), b"",
+                                  timeout=0.25)
+        except (NoRespondersError, NatsTimeoutError):
+            return
+        raise HostIdInUse(self.host_id, self.lattice)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask for a graceful stop; idempotent. ``timeout`` overrides ``stop_timeout`` (the time
+        calls in flight get to finish)."""
+        if timeout is not None and not self._stop_requested.is_set():
+            self._stop_timeout = timeout
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Block until the host has stopped (starting it first if needed)."""
+        if self.state is HostState.NEW:
+            await self.start()
+        if self._lifecycle is not None:
+            await asyncio.shield(self._lifecycle)
+
+    async def _supervise(self) -> None:
+        await self._stop_requested.wait()
+        self.state = HostState.STOPPING
+        try:
+            await self._shutdown()
+        finally:
+            await self._teardown()
+            self.state = HostState.STOPPED
+
+    async def _shutdown(self) -> None:
+        timeout = self._stop_timeout
+        if self._rpc is not None:
+            if not await self._rpc.drain(timeout):
+                _LOG.warning("host %s: %d invocation(s) still running after %gs; cancelling",
+                             self.host_id, self._rpc.in_flight, timeout)
+                await self._rpc.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        if self._ctl is not None:
+            await self._ctl.close()
+        await self.publish_event("host_stopped", {"labels": self.labels,
+                                                  "host_id": self.host_id})
+
+    async def _teardown(self) -> None:
+        """Release everything; runs even when the graceful part failed."""
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.drain(), 5.0)
+            except Exception as exc:
+                _LOG.debug("drain: %s", exc)
+                with contextlib.suppress(Exception):
+                    await nc.close()
+        if self._own_runtime and self._runtime is not None:
+            self._runtime.close()
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
+
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+        await self.run()
+
+    # -- state and events ------------------------------------------------------------------------
+
+    async def set_label(self, key: str, value: str | None) -> bool:
+        """Put (or with ``None`` delete) a label; False when deleting one that was not set."""
+        if value is None:
+            if key not in self.labels:
+                return False
+            del self.labels[key]
+        else:
+            self.labels[key] = value
+        await self.publish_event("labels_changed", {"host_id": self.host_id,
+                                                    "labels": dict(self.labels)})
+        return True
+
+    async def publish_event(self, name: str, data: dict[str, Any]) -> None:
+        """Publish a CloudEvent on ``trellis.evt.{lattice}.{name}``; never raises."""
+        nc = self._nc
+        if nc is None:
+            return
+        event = CloudEvent(source=self.host_id, type=event_type(name), data=data)
+        try:
+            await nc.publish(subjects.event(self.lattice, name), event.model_dump_json().encode())
+        except Exception as exc:
+            _LOG.warning("host %s: cannot publish %s: %s", self.host_id, name, exc)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                await self.publish_event("host_heartbeat", self.inventory().model_dump())
+            except Exception:  # a bad inventory must not end the heartbeat
+                _LOG.exception("host %s: heartbeat failed", self.host_id)
+
+    async def _on_reconnect(self) -> None:
+        if self.state is HostState.RUNNING:  # let the lattice see us again at once
+            await self.publish_event("host_heartbeat", self.inventory().model_dump())
+
+
+async def run_host(config: HostConfig, runtime: Runtime | None = None, *,
+                   handle_signals: bool = True) -> None:
+    """Run a host until SIGINT/SIGTERM or a ``host.stop`` control request: the daemon's main.
+
+    The first signal starts a graceful stop; the host then drains for up to ``stop_timeout``.
+    """
+    host = Host(config, runtime)
+    loop = asyncio.get_running_loop()
+    await host.start()
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, host.stop)
+    try:
+        await host.run()
+    finally:
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+
+__all__ = ["Host", "HostIdInUse", "HostState", "automatic_labels", "run_host"]
