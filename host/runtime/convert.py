@@ -70,7 +70,9 @@ from ...lattice.errors import WitValueError
 from ...lattice.wit import types as t
 from ...lattice.wit.values import Case, Err, Ok, Resource, Some
 
-__all__ = ["FastFunc", "Lifter", "Lowerer", "make_lifter", "make_lowerer", "owns_memory"]
+__all__ = [
+    "AsyncCall", "FastFunc", "Lifter", "Lowerer", "make_lifter", "make_lowerer", "owns_memory",
+]
 
 #: ``lower(store, value, out)``: write ``value`` into ``out``, a ``wasmtime_component_val_t``
 #: (or a pointer to one) that owns nothing. Raises ``WitValueError`` for a value of a wrong type.
@@ -175,6 +177,13 @@ _func_call = _proto(
     c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t,
 )
 _post_return = _proto("wasmtime_component_func_post_return", c_void_p, c_void_p, c_void_p)
+# func, context, args, nargs, results, nresults, error_ret -> wasmtime_call_future_t *
+_call_async = _proto(
+    "wasmtime_component_func_call_async", c_void_p,
+    c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p,
+)
+_future_poll = _proto("wasmtime_call_future_poll", c_bool, c_void_p)
+_future_delete = _proto("wasmtime_call_future_delete", None, c_void_p)
 
 _memory = ctypes.pythonapi.PyMemoryView_FromMemory  # a buffer over memory we do not own
 _memory.restype = ctypes.py_object
@@ -984,7 +993,8 @@ class FastFunc:
     classes. ``owner`` is put in every ``Resource`` the function returns."""
 
     __slots__ = (
-        "func", "type", "_arity", "_names", "_lowers", "_owning", "_lift", "_slots", "_addr",
+        "func", "type", "_arity", "_names", "_lowers", "_owning", "_lift", "_slots", "_aslots",
+        "_addr",
     )
 
     def __init__(self, func: Func, ty: t.FuncType, owner: object = None) -> None:
@@ -998,6 +1008,7 @@ class FastFunc:
         # params, then the result slot. A fresh zeroed (all bool) array per call keeps
         # re-entrant calls (through host imports) and calls from several threads apart.
         self._slots = _V * (self._arity + (ty.result is not None))
+        self._aslots = _V * (self._arity + (ty.result is not None) + 1)  # + the error out-slot
         self._addr = addressof(func._func)  # stable: self.func keeps the struct alive
 
     @classmethod
@@ -1042,9 +1053,99 @@ class FastFunc:
             raise _call_error(err)
         return None if lift is None else lift(slots[n])
 
+    def call_async(self, store: Storelike, args: Sequence[Any]) -> AsyncCall:
+        """Start the call with ``wasmtime_component_func_call_async``; nothing runs until the
+        returned ``AsyncCall`` is polled. Argument errors are raised as by ``call``."""
+        return AsyncCall(self, store, args)
+
     def post_return(self, store: Storelike) -> None:
         """API parity only: since wasmtime 43 ``func_call`` runs the guest's post-return itself
         and ``wasmtime_component_func_post_return`` is a deprecated no-op."""
         err = _post_return(self._addr, store._context())
         if err:
             raise _call_error(err)
+
+
+class AsyncCall:
+    """One call in flight through ``wasmtime_component_func_call_async``.
+
+    Each ``poll`` runs the guest until it finishes or the store's epoch-deadline callback asks
+    it to yield; it may be polled from any thread, one at a time. The future borrows the
+    function, the store and the argument/result/error array, so this object keeps all three
+    alive, and ``close`` must run (deleting the future) before the store may be dropped: a store
+    freed under a suspended future, or a ``Func`` freed under a live one, crashes the process.
+
+    Layout of the one array: arguments ``[0, n)``, the result (if any), then one spare value
+    whose first 8 bytes are the ``wasmtime_error_t *`` out-slot."""
+
+    __slots__ = ("ff", "store", "slots", "future", "_base", "_result")
+
+    def __init__(self, ff: FastFunc, store: Storelike, args: Sequence[Any]) -> None:
+        n = ff._arity
+        if len(args) != n:
+            name = ff.type.name or "function"
+            raise WitValueError(
+                f"{name} takes {n} argument{'' if n == 1 else 's'}, got {len(args)}"
+            )
+        self.ff = ff
+        self.store = store
+        self.future = 0
+        slots = self.slots = ff._aslots()
+        base = self._base = addressof(slots)
+        lowers = ff._lowers
+        has_result = ff._lift is not None
+        self._result = base + n * _VAL if has_result else 0
+        i = 0
+        try:
+            for i in range(n):
+                lowers[i](store, args[i], slots[i])
+            i = n
+            future = _call_async(
+                ff._addr, store._context(), base, n,
+                self._result or None, 1 if has_result else 0,
+                base + (n + has_result) * _VAL,
+            )
+        except WitValueError as e:
+            raise WitValueError(f"parameter {ff._names[i]}: {e}") from None
+        finally:
+            if i < n:  # a lowering failed: free what was lowered, nothing was started
+                for j in ff._owning:
+                    if j < i:
+                        _val_delete(base + j * _VAL)
+        if not future:
+            self._free_args()
+            raise WasmtimeError("wasmtime_component_func_call_async returned no future")
+        self.future = future
+
+    def poll(self) -> bool:
+        """Run the guest until it yields (``False``) or the call is over (``True``)."""
+        done: bool = _future_poll(self.future)
+        return done
+
+    def close(self) -> None:
+        """Delete the future (finished or abandoned), then free the lowered arguments and a
+        result nobody lifted (a lifted one is already a ``bool`` or a plain number)."""
+        future = self.future
+        if future:
+            self.future = 0
+            _future_delete(future)
+            self._free_args()
+            if self._result:
+                _val_delete(self._result)
+
+    def _free_args(self) -> None:
+        base = self._base
+        for j in self.ff._owning:
+            _val_delete(base + j * _VAL)
+
+    def result(self) -> Any:
+        """The finished call's result, raising its error as ``FastFunc.call`` does. Call it on
+        the thread that ran the last poll: host-import exceptions are kept per thread."""
+        ff = self.ff
+        err = c_void_p.from_address(self._base + (ff._arity + (ff._lift is not None)) * _VAL)
+        ptr = err.value
+        if ptr:
+            err.value = None
+            raise _call_error(ptr)
+        lift = ff._lift
+        return None if lift is None else lift(self.slots[ff._arity])

@@ -8,9 +8,14 @@
         print(greeter.call("greet", "Developer"))          # blocking fast path, same rules
 
 Resource handling: the runtime owns one engine, one epoch ticker thread and one worker pool;
-``close()`` stops them. Wasm never runs on the event-loop thread: ``invoke`` waits for an
-instance slot on the loop (with the call's deadline) and runs the call on a worker thread,
-where ctypes releases the GIL so calls of different instances execute in parallel.
+``close()`` stops them. ``invoke`` runs a call inline on the event-loop thread when that is
+cheap and safe — a warm pooled instance is free, the function's calls are quick, the loop's
+inline budget (~1 ms per iteration) is not spent — started with ``func_call_async`` so that it
+yields at the next epoch tick: one that has not finished by then moves, suspended, to a worker
+thread (``asynccall.py``). Everything else waits for an instance slot on the loop (with the
+call's deadline) and runs on a worker thread, where ctypes releases the GIL so calls of
+different instances execute in parallel. Host imports of an inline call run on the loop
+thread, so they must not block.
 
 Error handling: every failure is a ``TrellisError`` subclass (see ``lattice/errors.py``); a
 trap discards the instance's Store, never the component.
@@ -39,11 +44,15 @@ from ..invocation import (
     LimitsInterceptor,
     TelemetryInterceptor,
 )
+from .asynccall import NOT_INLINE, InflightCall
 from .cache import CompileCache
 from .engine import Engine, EngineConfig
 from .imports import HostImports
 from .instances import InstanceManager, InstancePolicy, Limits, Session, WasiOptions
 from .loader import CompiledComponent, ExportedFunction, Progress, load_component
+
+_NO_LIMITS = Limits()
+"""The limits of an invocation that asks for none (shared: building one costs ~1 µs)."""
 
 
 @dataclass(frozen=True)
@@ -177,18 +186,29 @@ class Component:
         """Call through the full interceptor chain, off the event loop."""
         fn = self.compiled.resolve(function)
         self.instances.check_args(fn, args)
+        unset = timeout is None and fuel is None and max_memory is None
         call = Invocation(
             component=self.name, function=fn.key, args=args, caller=caller,
-            limits=Limits(timeout, fuel, max_memory), **meta,
+            limits=_NO_LIMITS if unset else Limits(timeout, fuel, max_memory), **meta,
         )
         return await self.chain.invoke(call)
 
     async def _execute(self, call: Invocation) -> Any:
-        """The chain's last link: wait for capacity on the loop, run on a worker thread."""
+        """The chain's last link: inline on the loop thread when a warm instance is free and
+        the call is likely quick (a worker round trip costs more than a small call), else
+        wait for capacity on the loop and run on a worker thread."""
         self.runtime._check_open()
         fn = self.compiled.resolve(call.function)
         mgr = self.instances
-        limits = call.limits.merged(mgr.defaults)
+        # Limits are frozen dataclasses (~1 µs to build): reuse the merged defaults if we can.
+        limits = mgr._default_limits if call.limits is _NO_LIMITS \
+            else call.limits.merged(mgr.defaults)
+        if mgr.policy.mode == "pooled":
+            out = mgr.start_inline(fn, call.args, limits, call.deadline)
+            if out is not NOT_INLINE:
+                if type(out) is InflightCall:
+                    return await self._migrate(out)
+                return out
         started = time.monotonic()
         if not await mgr.capacity.acquire_async(call.remaining()):
             raise CapacityTimeout(self.name, fn.key, mgr.policy.max_instances,
@@ -209,6 +229,22 @@ class Component:
             mgr.capacity.release()
             raise HostStoppedError("runtime is closed") from None
         return await fut
+
+    async def _migrate(self, inflight: InflightCall) -> Any:
+        """Hand a call suspended after its first poll to a worker, which polls it to the end.
+        Cancelling the awaiting task makes the worker trap it at the next epoch tick."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        try:
+            self.runtime._workers.submit(loop, fut, inflight.finish_quietly, inflight.finish)
+        except RuntimeError:  # closed since the call started
+            inflight.abandon()
+            raise HostStoppedError("runtime is closed") from None
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            inflight.cancel()
+            raise
 
     def _run_held(self, fn: ExportedFunction, args: Sequence[Any], limits: Limits) -> Any:
         try:
@@ -253,7 +289,9 @@ class WasmWorkers:
                 threading.Thread(target=self._work, name="trellis-wasm", daemon=True).start()
             else:
                 self._idle -= 1  # an idle worker (or the next one to finish) takes it
-        self._queue.put((loop, fut, on_skip, fn, args))
+            # Under the lock, so no item lands behind close()'s stop markers: an in-flight
+            # call that no worker takes would hold its capacity (and Store) forever.
+            self._queue.put((loop, fut, on_skip, fn, args))
 
     def close(self) -> None:
         with self._lock:
