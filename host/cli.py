@@ -268,5 +268,14 @@ def compile(ctx: click.Context, file: Path) -> None:  # noqa: A001 - the verb us
     click.echo(f"{comp.compiled.ref} {how}")
 
 
+def _register_lattice_commands() -> None:
+    from .cli_lattice import COMMANDS
+
+    for cmd in COMMANDS:
+        main.add_command(cmd)
+
+
+_register_lattice_commands()
+
 if __name__ == "__main__":
     main()

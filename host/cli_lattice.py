@@ -1,0 +1,376 @@
+"""``trellis`` commands that talk to a lattice: host, up, component, call, get.
+
+Kept apart from ``cli.py`` (single-component commands) so each file stays small; ``cli.py``
+registers these on the main group. Every command has a deadline and maps errors the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import click
+
+from ..lattice.errors import LatticeError, TrellisError
+
+NATS_URL_OPT = click.option(
+    "--nats-url", envvar="TRELLIS_NATS_URL", show_envvar=True,
+    default="nats://127.0.0.1:4222", show_default=True, help="NATS server URL(s), comma-separated.")
+LATTICE_OPT = click.option(
+    "--lattice", envvar="TRELLIS_LATTICE", show_envvar=True, default="default", show_default=True,
+    help="Lattice name (several lattices can share one NATS).")
+TIMEOUT_OPT = click.option(
+    "--timeout", type=float, envvar="TRELLIS_TIMEOUT", show_envvar=True, default=5.0,
+    show_default=True, help="Deadline for the request, seconds.")
+JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
+    """asyncio.run with the CLI's error mapping (``TypeName: message``, exit code)."""
+    from .cli import _fail
+
+    try:
+        return asyncio.run(coro())  # type: ignore[arg-type]
+    except TrellisError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _client(nats_url: str, lattice: str, timeout: float) -> Any:
+    from ..lattice.client import LatticeClient
+
+    return LatticeClient(nats_url, lattice, timeout=timeout, caller="cli")
+
+
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--label")
+        out[key] = value
+    return out
+
+
+# -- trellis host ---------------------------------------------------------------------------
+
+@click.group("host", invoke_without_command=True)
+@NATS_URL_OPT
+@LATTICE_OPT
+@click.option("--host-id", envvar="TRELLIS_HOST_ID", show_envvar=True,
+              help="Stable host id (default: generated once and kept in the cache dir).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Placement label (repeatable); also TRELLIS_LABELS=k=v,k2=v2.")
+@click.pass_context
+def host(ctx: click.Context, nats_url: str, lattice: str, host_id: str | None,
+         labels: tuple[str, ...]) -> None:
+    """Run a host daemon that joins the lattice (or use a subcommand).
+
+    Stops gracefully on SIGINT/SIGTERM or `trellis host stop`, draining in-flight invocations.
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {**(ctx.obj or {}), "nats_url": nats_url, "lattice": lattice}
+        return
+    from .config import HostConfig
+    from .host import run_host
+
+    config = HostConfig.from_env(nats_url=nats_url, lattice=lattice, host_id=host_id,
+                                 labels=_labels(labels) or None,
+                                 cache_dir=(ctx.obj or {}).get("cache_dir"))
+    _run(lambda: run_host(config))
+
+
+def _sub_opts(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--nats-url/--lattice also after the subcommand (`trellis host list --lattice x`)."""
+    fn = click.option("--nats-url", "sub_nats_url", help="As for `trellis host`.")(fn)
+    return click.option("--lattice", "sub_lattice", help="As for `trellis host`.")(fn)
+
+
+def _where(ctx: click.Context, url: str | None, lattice: str | None) -> tuple[str, str]:
+    return url or ctx.obj["nats_url"], lattice or ctx.obj["lattice"]
+
+
+@host.command("list")
+@TIMEOUT_OPT
+@click.option("--expect", type=int, help="Wait until at least this many hosts answer.")
+@JSON_OPT
+@_sub_opts
+@click.pass_context
+def host_list(ctx: click.Context, timeout: float, expect: int | None, as_json: bool,
+              sub_nats_url: str | None, sub_lattice: str | None) -> None:
+    """List the hosts in the lattice (those answering a ping)."""
+    url, lattice = _where(ctx, sub_nats_url, sub_lattice)
+
+    async def go() -> Any:
+        async with _client(url, lattice, timeout) as lc:
+            if expect:
+                return await lc.wait_for_hosts(expect, timeout=timeout)
+            return await lc.ping_hosts(timeout=min(timeout, 1.0))
+
+    hosts = _run(go)
+    if as_json:
+        click.echo(json.dumps([h.model_dump(mode="json") for h in hosts], indent=2))
+        return
+    if not hosts:
+        click.echo(f"no hosts answered on lattice {lattice!r}", err=True)
+        return
+    for h in hosts:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(h.labels.items()))
+        click.echo(f"{h.host_id}  up {h.uptime_seconds:.0f}s  {labels}")
+
+
+@host.command("stop")
+@click.argument("host_id")
+@TIMEOUT_OPT
+@_sub_opts
+@click.pass_context
+def host_stop(ctx: click.Context, host_id: str, timeout: float, sub_nats_url: str | None,
+              sub_lattice: str | None) -> None:
+    """Ask HOST_ID to stop gracefully."""
+    url, lattice = _where(ctx, sub_nats_url, sub_lattice)
+
+    async def go() -> None:
+        async with _client(url, lattice, timeout) as lc:
+            await lc.stop_host(host_id)
+
+    _run(go)
+    click.echo(f"{host_id} stopping")
+
+
+# -- trellis get inventory --------------------------------------------------------------------
+
+@click.group("get")
+def get() -> None:
+    """Read lattice state."""
+
+
+@get.command("inventory")
+@click.argument("host_id", required=False)
+@NATS_URL_OPT
+@LATTICE_OPT
+@TIMEOUT_OPT
+@JSON_OPT
+def get_inventory(host_id: str | None, nats_url: str, lattice: str, timeout: float,
+                  as_json: bool) -> None:
+    """Components running on HOST_ID (default: every host)."""
+
+    async def go() -> Any:
+        async with _client(nats_url, lattice, timeout) as lc:
+            ids = [host_id] if host_id else [h.host_id for h in await lc.ping_hosts()]
+            return [await lc.get_inventory(h) for h in ids]
+
+    invs = _run(go)
+    if as_json:
+        click.echo(json.dumps([i.model_dump(mode="json") for i in invs], indent=2))
+        return
+    for inv in invs:
+        click.echo(f"host {inv.host_id}")
+        for c in inv.components or []:
+            click.echo(f"  {c.component_id}  {c.image}  max={c.max_instances} mode={c.mode} "
+                       f"active={c.active}")
+        if not inv.components:
+            click.echo("  (no components)")
+
+
+# -- trellis component push|start|stop ---------------------------------------------------------
+
+@click.group("component")
+def component() -> None:
+    """Push, start and stop components on the lattice."""
+
+
+@component.command("push")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@NATS_URL_OPT
+@LATTICE_OPT
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+def component_push(file: Path, nats_url: str, lattice: str, timeout: float) -> None:
+    """Store FILE in the lattice's artifact store; prints its `sha256:…` reference."""
+
+    async def go() -> str:
+        async with _client(nats_url, lattice, timeout) as lc:
+            ref: str = await lc.push_artifact(file, timeout=timeout)
+            return ref
+
+    click.echo(_run(go))
+
+
+@component.command("start")
+@click.argument("image")
+@click.option("--id", "component_id", required=True, help="Lattice-wide component id.")
+@click.option("--host", "host_id", help="Host to start it on (default: least loaded).")
+@click.option("--max-instances", type=int, default=16, show_default=True)
+@click.option("--mode", type=click.Choice(["fresh", "pooled"]), default="fresh",
+              show_default=True, help="Fresh instance per call, or pooled warm instances.")
+@NATS_URL_OPT
+@LATTICE_OPT
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Wait this long for the host to report the outcome (compiles can be slow).")
+def component_start(image: str, component_id: str, host_id: str | None, max_instances: int,
+                    mode: str, nats_url: str, lattice: str, timeout: float) -> None:
+    """Start IMAGE (a file path or `sha256:…`) as component --id on a host.
+
+    A local file is pushed to the artifact store first, so any host can fetch it.
+    """
+
+    async def go() -> str:
+        async with _client(nats_url, lattice, 5.0) as lc:
+            ref = image
+            if not image.startswith("sha256:"):
+                path = Path(image)
+                if not path.is_file():
+                    raise click.BadParameter(f"{image!r} is neither sha256:… nor a file")
+                click.echo(f"pushing {path} to the artifact store…", err=True)
+                ref = await lc.push_artifact(path)
+            click.echo(f"starting {component_id} ({ref})…", err=True)
+            host: str = await lc.start_component(ref, component_id, host_id=host_id,
+                                                 max_instances=max_instances, mode=mode,
+                                                 timeout=timeout)
+            return host
+
+    host_started = _run(go)
+    click.echo(f"{component_id} running on {host_started}")
+
+
+@component.command("stop")
+@click.argument("component_id")
+@click.option("--host", "host_id", help="Only on this host (default: every host running it).")
+@NATS_URL_OPT
+@LATTICE_OPT
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def component_stop(component_id: str, host_id: str | None, nats_url: str, lattice: str,
+                   timeout: float) -> None:
+    """Stop COMPONENT_ID."""
+
+    async def go() -> list[str]:
+        async with _client(nats_url, lattice, 5.0) as lc:
+            hosts: list[str] = await lc.stop_component(component_id, host_id, timeout=timeout)
+            return hosts
+
+    hosts = _run(go)
+    if not hosts:
+        raise click.ClickException(f"no host runs {component_id!r}")
+    click.echo(f"{component_id} stopped on {', '.join(hosts)}")
+
+
+# -- trellis call ----------------------------------------------------------------------------
+
+@click.command("call", context_settings={"ignore_unknown_options": True,
+                                         "allow_interspersed_args": False})
+@NATS_URL_OPT
+@LATTICE_OPT
+@TIMEOUT_OPT
+@click.argument("component_id")
+@click.argument("expr")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def call(nats_url: str, lattice: str, timeout: float, component_id: str, expr: str,
+         args: tuple[str, ...]) -> None:
+    """Call a function of COMPONENT_ID wherever it runs; prints the result in WAVE.
+
+    \b
+      trellis call greeter 'greet("Developer")'
+      trellis call greeter greet Developer          (plain arguments, typed by the WIT)
+    """
+
+    async def go() -> str:
+        async with _client(nats_url, lattice, timeout) as lc:
+            out: str = await lc.call_wave(component_id, expr, *args, timeout=timeout)
+            return out
+
+    click.echo(_run(go))
+
+
+# -- trellis up ------------------------------------------------------------------------------
+
+def _listening(url: str) -> bool:
+    parsed = urlparse(url.split(",")[0].strip())
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 4222),
+                                      timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@click.command("up")
+@click.option("--nats-url", envvar="TRELLIS_NATS_URL", show_envvar=True,
+              help="Join this NATS instead (default: 127.0.0.1:4222 if something listens "
+                   "there, else start an embedded nats-server).")
+@LATTICE_OPT
+@click.option("--nats-port", type=int, default=4222, envvar="TRELLIS_NATS_PORT",
+              show_envvar=True, show_default=True,
+              help="Port for the embedded nats-server (0: any free port).")
+@click.option("--start", "starts", multiple=True, metavar="ID=FILE",
+              help="Start a component on the host once it is up (repeatable).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
+@click.pass_context
+def up(ctx: click.Context, nats_url: str | None, lattice: str, nats_port: int,
+       starts: tuple[str, ...], labels: tuple[str, ...]) -> None:
+    """Start a lattice on this machine in one command: NATS (embedded or joined) and a host.
+
+    Prints the NATS URL and the lattice name; Ctrl-C stops everything cleanly.
+    """
+    wanted = []
+    for item in starts:
+        cid, sep, file = item.partition("=")
+        if not sep or not Path(file).is_file():
+            raise click.BadParameter(f"expected ID=FILE with an existing file, got {item!r}",
+                                     param_hint="--start")
+        wanted.append((cid, Path(file)))
+    cache_dir = (ctx.obj or {}).get("cache_dir")
+    _run(lambda: _up(nats_url, lattice, nats_port, wanted, _labels(labels), cache_dir))
+
+
+async def _up(nats_url: str | None, lattice: str, nats_port: int,
+              wanted: list[tuple[str, Path]], labels: dict[str, str],
+              cache_dir: Path | None) -> None:
+    from ..lattice.client import LatticeClient
+    from ..lattice.nats_server import NatsServer
+    from .config import HostConfig
+    from .host import Host
+
+    server = None
+    url = nats_url or f"nats://127.0.0.1:{nats_port or 4222}"
+    if nats_url is None and not (nats_port and _listening(url)):
+        server = NatsServer(port=nats_port or None)
+        await server.start()
+        url = server.url
+        click.echo(f"started embedded nats-server (JetStream) at {url}", err=True)
+    elif nats_url is None:
+        click.echo(f"joining the NATS already listening at {url}", err=True)
+    try:
+        config = HostConfig.from_env(nats_url=url, lattice=lattice, labels=labels or None,
+                                     cache_dir=cache_dir)
+        async with Host(config) as h:
+            click.echo(f"NATS:    {url}")
+            click.echo(f"lattice: {lattice}")
+            click.echo(f"host:    {h.host_id}")
+            async with LatticeClient(url, lattice, caller="up") as lc:
+                for cid, file in wanted:
+                    ref = await lc.push_artifact(file)
+                    await lc.start_component(ref, cid, host_id=h.host_id, timeout=300)
+                    click.echo(f"started: {cid} ({ref[:19]}…)")
+            click.echo("ready (Ctrl-C to stop)", err=True)
+            sys.stdout.flush()
+            loop = asyncio.get_running_loop()
+            import signal
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, h.stop)
+            await h.run()
+    except LatticeError:
+        raise
+    finally:
+        if server is not None:
+            await server.stop()
+        click.echo("stopped", err=True)
+
+
+COMMANDS = (host, get, component, call, up)
