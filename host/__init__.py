@@ -3,6 +3,8 @@
 The public surface is re-exported here; the modules behind it may move.
 """
 
+from .config import HostConfig as HostConfig
+from .host import Host as Host
 from .invocation import Interceptor as Interceptor
 from .invocation import Invocation as Invocation
 from .invocation import InvocationChain as InvocationChain
@@ -21,6 +23,8 @@ __all__ = [
     "Component",
     "ComponentConfig",
     "EngineConfig",
+    "Host",
+    "HostConfig",
     "HostImports",
     "InstancePolicy",
     "Interceptor",
