@@ -81,10 +81,16 @@ def host(ctx: click.Context, nats_url: str, lattice: str, host_id: str | None,
     from .config import HostConfig
     from .host import run_host
 
+    from .telemetry import configure_from_env
+
     config = HostConfig.from_env(nats_url=nats_url, lattice=lattice, host_id=host_id,
                                  labels=_labels(labels) or None,
                                  cache_dir=(ctx.obj or {}).get("cache_dir"))
-    _run(lambda: run_host(config))
+    telemetry = configure_from_env()  # OTLP when the standard OTEL_* variables ask for it
+    try:
+        _run(lambda: run_host(config))
+    finally:
+        telemetry.shutdown()
 
 
 def _sub_opts(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -324,8 +330,14 @@ def up(ctx: click.Context, nats_url: str | None, lattice: str, nats_port: int,
             raise click.BadParameter(f"expected ID=FILE with an existing file, got {item!r}",
                                      param_hint="--start")
         wanted.append((cid, Path(file)))
+    from .telemetry import configure_from_env
+
     cache_dir = (ctx.obj or {}).get("cache_dir")
-    _run(lambda: _up(nats_url, lattice, nats_port, wanted, _labels(labels), cache_dir))
+    telemetry = configure_from_env()
+    try:
+        _run(lambda: _up(nats_url, lattice, nats_port, wanted, _labels(labels), cache_dir))
+    finally:
+        telemetry.shutdown()
 
 
 async def _up(nats_url: str | None, lattice: str, nats_port: int,

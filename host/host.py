@@ -39,6 +39,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ..lattice import subjects
@@ -56,6 +57,7 @@ from .config import HostConfig, HostIdSlot
 from .ctl import CtlServer
 from .rpc import RpcServer
 from .runtime.runtime import Runtime
+from .telemetry import InvocationTelemetry
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,18 +97,21 @@ class Host:
         config: connection, identity, labels and timeouts.
         runtime: the component runtime to run on; a new one (closed at stop) when ``None``.
         tracer_provider: for the runtime the host creates (ignored when ``runtime`` is given).
+        meter_provider: where invocation metrics go (the global provider when ``None``).
     """
 
     fetch_timeout = 120.0
     """Seconds to fetch one artifact from the lattice's object store."""
 
     def __init__(self, config: HostConfig, runtime: Runtime | None = None, *,
-                 tracer_provider: TracerProvider | None = None) -> None:
+                 tracer_provider: TracerProvider | None = None,
+                 meter_provider: MeterProvider | None = None) -> None:
         self.config = config
         self.lattice = config.lattice
         self._own_runtime = runtime is None
         self._runtime = runtime
         self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
         self._slot: HostIdSlot | None = None
         self.host_id = config.host_id or ""
         self.labels: dict[str, str] = {**automatic_labels(), **config.labels}
@@ -202,6 +207,9 @@ class Host:
             self._runtime = Runtime(cache_dir=self.config.cache_dir,
                                     tracer_provider=self._tracer_provider)
         self._rpc = RpcServer(self._nc, self.lattice, self.host_id)
+        self._rpc.telemetry = InvocationTelemetry(self._nc, self.lattice, self.host_id,
+                                                  self._rpc.served, self._meter_provider)
+        await self._rpc.telemetry.start()  # spy.watch: flushed with the control subjects
         self._ctl = CtlServer(self)
         await self._ctl.start()
         await flush(self._nc)

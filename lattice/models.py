@@ -189,6 +189,36 @@ class RpcErrorBody(Wire):
     """For ``kind="no_such_function"``: the functions the component does export."""
 
 
+class SpyWatch(Wire):
+    """``spy.watch``: publish spy records for the next ``lease`` seconds. Spies renew well
+    before it ends; hosts reply with their id (a ``CtlReply``), so a spy knows who heard."""
+
+    lease: float = Field(default=15.0, gt=0, le=300)
+
+
+class SpyRecord(Wire):
+    """One invocation a host served, published on ``trellis.spy.{lattice}.{component}``.
+
+    Encoded on the serving path with ``json.dumps`` (no pydantic there); this model is for
+    readers. Unknown fields are ignored so hosts can add some."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    time: float
+    """When the call finished, Unix epoch seconds."""
+    component: str
+    function: str
+    outcome: str
+    """``ok`` or the error kind of the reply (``trap``, ``timeout``, ``limit``, ``stopped`` …)."""
+    duration_ms: float
+    """Host-side time: from receiving the request to handing the reply to NATS."""
+    host: str
+    caller: str = ""
+    invocation_id: str = ""
+    trace_id: str = ""
+    """W3C trace id (32 hex digits) when the caller sent a ``traceparent``, else empty."""
+
+
 class Describe(Wire):
     """Reply to the reserved ``_describe`` operation: what a caller needs to encode arguments
     and decode results (see ``trellis.lattice.wit.typejson``)."""

@@ -12,6 +12,8 @@ carries the lattice, so several lattices share one NATS deployment.
     trellis.ctl.v1.{lattice}.component.scale.{host}         start / scale / (scale 0 =) stop
     trellis.evt.{lattice}.{event}                           CloudEvents
     trellis.rpc.{lattice}.{component}.{operation}           invocations (queue group per component)
+    trellis.spy.{lattice}.{component}                       one record per invocation served
+    trellis.ctl.v1.{lattice}.spy.watch                      broadcast: a spy is listening
     TRELLIS_{lattice}_artifacts / _payloads                 object stores: components, big payloads
 
 Operations are ``ns:pkg/iface@ver#func`` or a root ``func``; NATS tokens cannot hold ``.``,
@@ -25,6 +27,7 @@ import re
 CTL_PREFIX = "trellis.ctl.v1"
 EVT_PREFIX = "trellis.evt"
 RPC_PREFIX = "trellis.rpc"
+SPY_PREFIX = "trellis.spy"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -138,6 +141,23 @@ def rpc_all(lattice: str) -> str:
 def rpc_queue(lattice: str, component_id: str) -> str:
     """Queue group shared by every replica of a component: NATS balances the load."""
     return f"{lattice}.{component_id}"
+
+
+# -- spy ---------------------------------------------------------------------------------
+
+def spy(lattice: str, component_id: str) -> str:
+    """Where a host publishes a ``SpyRecord`` for every invocation of ``component_id`` it
+    served (fire-and-forget: nobody listening costs one buffered publish)."""
+    return f"{SPY_PREFIX}.{lattice}.{component_id}"
+
+
+def spy_all(lattice: str) -> str:
+    return f"{SPY_PREFIX}.{lattice}.*"
+
+
+def spy_watch(lattice: str) -> str:
+    """Broadcast by spies (and renewed) so hosts publish records only while someone listens."""
+    return ctl(lattice, "spy", "watch")
 
 
 # -- JetStream -----------------------------------------------------------------------------
