@@ -19,17 +19,21 @@ from typing import Any
 import pytest
 import wasmtime
 from _wasmtime_cli import WasmtimeCliError, wasmtime_cache_config, wasmtime_invoke
-from conftest import CALC_WAT, GREETER_DIR
 from trellis.host import build
 from trellis.host.build import BuildError, build_python_component, source_digest
 from wasmtime import component as wc
 
+# Paths as in tests/conftest.py (imported by name `conftest` it would be ambiguous).
+_REPO = Path(__file__).resolve().parents[2]
+GREETER_DIR = _REPO / "examples" / "greeter"
+CALC_WAT = _REPO / "examples" / "calc-wat" / "calc.wat"
 GREETING = "Hello from Python, Developer! Built with the Component Model."
 
 FAKE_TOOL = """\
 #!{python}
 # A stand-in for componentize-py: logs each build, sleeps, writes a component header.
 import os, sys, time
+
 args = sys.argv[1:]
 if args == ["--version"]:
     print("componentize-py 0.0.0-fake")
