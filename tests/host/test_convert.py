@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _wit_strategies import values_of, wit_types
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from trellis.host.runtime import introspect
@@ -288,51 +289,8 @@ def norm(v: Any, store: Store) -> Any:
 
 def values(ty: t.WitType) -> st.SearchStrategy[Any]:
     """Random Trellis values of ``ty`` (resources as ``Res`` markers)."""
-    if isinstance(ty, t.Primitive):
-        k = ty.kind
-        if k == "bool":
-            return st.booleans()
-        if k in t.INT_RANGES:
-            lo, hi = t.INT_RANGES[k]
-            return st.integers(lo, hi)
-        if k == "f32":
-            return st.floats(width=32)
-        if k == "f64":
-            return st.floats()
-        if k == "char":
-            return st.characters(codec="utf-8")
-        return st.text(st.characters(codec="utf-8"), max_size=12)
-    if isinstance(ty, t.ListType):
-        if t.u8_list(ty):
-            return st.binary(max_size=40)
-        return st.lists(values(ty.element), max_size=4)
-    if isinstance(ty, t.RecordType):
-        return st.fixed_dictionaries({n: values(f) for n, f in ty.fields})
-    if isinstance(ty, t.TupleType):
-        return st.tuples(*(values(e) for e in ty.elements))
-    if isinstance(ty, t.VariantType):
-        return st.one_of(
-            *(
-                st.just(Case(n)) if p is None else values(p).map(lambda x, n=n: Case(n, x))
-                for n, p in ty.cases
-            )
-        )
-    if isinstance(ty, t.EnumType):
-        return st.sampled_from(ty.cases)
-    if isinstance(ty, t.OptionType):
-        inner = values(ty.inner)
-        if isinstance(ty.inner, t.OptionType):
-            inner = inner.map(Some)
-        return st.none() | inner
-    if isinstance(ty, t.ResultType):
-        ok = st.just(None) if ty.ok is None else values(ty.ok)
-        err = st.just(None) if ty.err is None else values(ty.err)
-        return ok.map(Ok) | err.map(Err)
-    if isinstance(ty, t.FlagsType):
-        return st.frozensets(st.sampled_from(ty.names))
-    if isinstance(ty, (t.OwnType, t.BorrowType)):
-        return st.integers(1, 10_000).map(Res)
-    raise TypeError(ty)
+    return values_of(ty, max_text=12, max_bytes=40, max_list=4,
+                     resources=st.integers(1, 10_000).map(Res))
 
 
 def _classes(vt: Any) -> tuple[type, ...]:
@@ -677,39 +635,21 @@ def test_corpus_round_trip(corpus: list[Entry], store: Store, data: Any) -> None
 
 # --- round trips over hypothesis-generated types -----------------------------------------------
 
-def _unique_names(n: int) -> list[str]:
-    return [f"n{i}" for i in range(n)]
+def _unique_names(n: int) -> tuple[str, ...]:
+    return tuple(f"n{i}" for i in range(n))
 
 
-leaf_types = st.sampled_from([P(k) for k in t.PRIMITIVES]) | st.sampled_from(
-    [t.OwnType("blob"), t.BorrowType("blob")]
+random_types = wit_types(
+    labels=st.sampled_from(_unique_names(4)), max_leaves=8,
+    enum_names=st.integers(1, 5).map(_unique_names),
+    flag_names=st.integers(1, 12).map(_unique_names), resources=["blob"],
 )
-
-
-def _compound(children: st.SearchStrategy[t.WitType]) -> st.SearchStrategy[t.WitType]:
-    some = st.lists(children, min_size=1, max_size=4)
-    maybe = st.none() | children
-    return st.one_of(
-        children.map(t.ListType),
-        children.map(t.OptionType),
-        st.tuples(maybe, maybe).map(lambda p: t.ResultType(*p)),
-        some.map(lambda xs: t.TupleType(tuple(xs))),
-        some.map(lambda xs: t.RecordType(tuple(zip(_unique_names(len(xs)), xs, strict=True)))),
-        st.lists(maybe, min_size=1, max_size=4).map(
-            lambda xs: t.VariantType(tuple(zip(_unique_names(len(xs)), xs, strict=True)))
-        ),
-        st.integers(1, 5).map(lambda n: t.EnumType(tuple(_unique_names(n)))),
-        st.integers(1, 12).map(lambda n: t.FlagsType(tuple(_unique_names(n)))),
-    )
-
-
-wit_types = st.recursive(leaf_types, _compound, max_leaves=8)
 
 
 @SETTINGS
 @given(data=st.data())
 def test_round_trip_random_types(store: Store, data: Any) -> None:
-    ty = data.draw(wit_types)
+    ty = data.draw(random_types)
     v = data.draw(values(ty))
     lower, lift = make_lowerer(ty), make_lifter(ty)
     c = ffi.wasmtime_component_val_t()

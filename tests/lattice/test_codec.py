@@ -10,11 +10,11 @@ import math
 import struct
 from array import array
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _wit_strategies import typed_values, wit_types
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from trellis.lattice.codec import (
@@ -31,8 +31,6 @@ from trellis.lattice.codec import (
 )
 from trellis.lattice.errors import WitValueError
 from trellis.lattice.wit.types import (
-    INT_RANGES,
-    PRIMITIVES,
     BorrowType,
     EnumType,
     FlagsType,
@@ -56,79 +54,11 @@ BYTES = ListType(U8)
 
 # ------------------------------------------------------------------------ type and value model
 
-LABELS = st.sampled_from(["a", "b", "c", "x-y", "name", "v2", "ok", "err", "none", "some"])
-SCALARS = st.characters(codec="utf-8")  # every Unicode scalar value, no surrogates
-
-
-def labels(max_size: int = 4) -> st.SearchStrategy[tuple[str, ...]]:
-    return st.lists(LABELS, min_size=1, max_size=max_size, unique=True).map(tuple)
-
-
 FLAG_NAMES = st.integers(1, 20).map(lambda n: tuple(f"f{i}" for i in range(n)))
-
-
-def compound(children: st.SearchStrategy[WitType]) -> st.SearchStrategy[WitType]:
-    maybe = st.none() | children
-    return st.one_of(
-        children.map(ListType),
-        children.map(OptionType),
-        st.builds(ResultType, maybe, maybe),
-        st.lists(children, min_size=1, max_size=4).map(lambda ts: TupleType(tuple(ts))),
-        labels().flatmap(lambda ns: st.tuples(*(children for _ in ns)).map(
-            lambda ts: RecordType(tuple(zip(ns, ts, strict=True)), name="rec"))),
-        labels().flatmap(lambda ns: st.tuples(*(maybe for _ in ns)).map(
-            lambda ts: VariantType(tuple(zip(ns, ts, strict=True))))),
-    )
-
-
-WIT_TYPES: st.SearchStrategy[WitType] = st.recursive(
-    st.sampled_from([Primitive(k) for k in PRIMITIVES])
-    | st.just(BYTES)
-    | labels().map(EnumType)
-    | FLAG_NAMES.map(FlagsType),
-    compound,
-    max_leaves=10,
+WIT_TYPES = wit_types(
+    max_leaves=10, record_names=st.just("rec"), flag_names=FLAG_NAMES, bytes_leaf=True
 )
-
-
-def values_of(ty: WitType) -> st.SearchStrategy[Any]:  # noqa: C901 - one branch per WIT type
-    if isinstance(ty, Primitive):
-        if ty.kind in INT_RANGES:
-            return st.integers(*INT_RANGES[ty.kind])
-        return {
-            "bool": st.booleans(),
-            "f32": st.floats(width=32),
-            "f64": st.floats(),
-            "char": SCALARS,
-            "string": st.text(SCALARS, max_size=8) | st.text(SCALARS, min_size=120, max_size=140),
-        }[ty.kind]
-    if isinstance(ty, ListType):
-        if ty.element == U8:
-            return st.binary(max_size=8) | st.binary(min_size=126, max_size=140)
-        return st.lists(values_of(ty.element), max_size=4)
-    if isinstance(ty, OptionType):
-        inner = values_of(ty.inner)
-        return st.none() | (inner.map(Some) if isinstance(ty.inner, OptionType) else inner)
-    if isinstance(ty, ResultType):
-        ok = st.none() if ty.ok is None else values_of(ty.ok)
-        err = st.none() if ty.err is None else values_of(ty.err)
-        return ok.map(Ok) | err.map(Err)
-    if isinstance(ty, TupleType):
-        return st.tuples(*(values_of(t) for t in ty.elements))
-    if isinstance(ty, RecordType):
-        return st.fixed_dictionaries({n: values_of(t) for n, t in ty.fields})
-    if isinstance(ty, VariantType):
-        return st.one_of(*(
-            st.just(Case(n)) if t is None else values_of(t).map(partial(Case, n))
-            for n, t in ty.cases
-        ))
-    if isinstance(ty, EnumType):
-        return st.sampled_from(ty.cases)
-    assert isinstance(ty, FlagsType)
-    return st.frozensets(st.sampled_from(ty.names))
-
-
-TYPED_VALUES = WIT_TYPES.flatmap(lambda ty: st.tuples(st.just(ty), values_of(ty)))
+TYPED_VALUES = typed_values(WIT_TYPES, long_text=(120, 140), long_bytes=(126, 140))
 
 
 def norm(v: Any, ty: WitType) -> Any:  # noqa: C901 - one branch per WIT type

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _wit_strategies import names as label_tuples
+from _wit_strategies import wit_types
 from hypothesis import given
 from hypothesis import strategies as st
 from trellis.lattice.errors import WitValueError
@@ -25,7 +27,6 @@ from trellis.lattice.wit.typejson import (
 )
 from trellis.lattice.wit.types import (
     NAMED_TYPES,
-    PRIMITIVES,
     BorrowType,
     EnumType,
     FlagsType,
@@ -49,37 +50,11 @@ U32, STRING = Primitive("u32"), Primitive("string")
 
 LABELS = st.sampled_from(["a", "b", "c", "x-y", "name", "v2", "ok", "err", "none", "some"])
 TYPE_NAMES = st.none() | st.sampled_from(["point", "shape", "color", "perms", "my-type"])
-RESOURCES = st.sampled_from(["counter", "stream", "file-handle"])
 
 
-def labels(max_size: int = 4) -> st.SearchStrategy[tuple[str, ...]]:
-    return st.lists(LABELS, min_size=1, max_size=max_size, unique=True).map(tuple)
-
-
-def compound(children: st.SearchStrategy[WitType]) -> st.SearchStrategy[WitType]:
-    maybe = st.none() | children
-    return st.one_of(
-        children.map(ListType),
-        children.map(OptionType),
-        st.builds(ResultType, maybe, maybe),
-        st.lists(children, min_size=1, max_size=4).map(lambda ts: TupleType(tuple(ts))),
-        st.tuples(labels(), TYPE_NAMES).flatmap(lambda ln: st.tuples(
-            *(children for _ in ln[0])).map(
-            lambda ts: RecordType(tuple(zip(ln[0], ts, strict=True)), name=ln[1]))),
-        st.tuples(labels(), TYPE_NAMES).flatmap(lambda ln: st.tuples(
-            *(maybe for _ in ln[0])).map(
-            lambda ts: VariantType(tuple(zip(ln[0], ts, strict=True)), name=ln[1]))),
-    )
-
-
-WIT_TYPES: st.SearchStrategy[WitType] = st.recursive(
-    st.sampled_from([Primitive(k) for k in PRIMITIVES])
-    | st.builds(EnumType, labels(), name=TYPE_NAMES)
-    | st.builds(FlagsType, labels(8), name=TYPE_NAMES)
-    | RESOURCES.map(OwnType)
-    | RESOURCES.map(BorrowType),
-    compound,
-    max_leaves=12,
+WIT_TYPES = wit_types(
+    labels=LABELS, max_leaves=12, type_names=TYPE_NAMES,
+    flag_names=label_tuples(LABELS, max_size=8), resources=["counter", "stream", "file-handle"],
 )
 FUNCS = st.builds(
     FuncType,

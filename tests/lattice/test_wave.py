@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 import struct
-from functools import partial
 from typing import Any
 
 import pytest
+from _wit_strategies import names, typed_values, wit_types
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trellis.lattice.errors import WitValueError
 from trellis.lattice.wit.types import (
-    INT_RANGES,
-    PRIMITIVES,
     BorrowType,
     EnumType,
     FlagsType,
@@ -440,71 +438,10 @@ LABELS = st.sampled_from([
     "a", "b", "x-y", "name", "v2", "HTTP", "a-1b", "color-42-2A-5d",
     "ok", "err", "some", "none", "true", "false", "inf", "nan",
 ])
-SCALARS = st.characters(codec="utf-8")  # every Unicode scalar value, no surrogates
-
-
-def names(min_size: int = 1) -> st.SearchStrategy[tuple[str, ...]]:
-    return st.lists(LABELS, min_size=min_size, max_size=4, unique=True).map(tuple)
-
-
-def compound(children: st.SearchStrategy[WitType]) -> st.SearchStrategy[WitType]:
-    maybe = st.none() | children
-    return st.one_of(
-        children.map(ListType),
-        children.map(OptionType),
-        st.builds(ResultType, maybe, maybe),
-        st.lists(children, min_size=1, max_size=3).map(lambda ts: TupleType(tuple(ts))),
-        names(0).flatmap(lambda ns: st.tuples(*(children for _ in ns)).map(
-            lambda ts: RecordType(tuple(zip(ns, ts, strict=True))))),
-        names().flatmap(lambda ns: st.tuples(*(maybe for _ in ns)).map(
-            lambda ts: VariantType(tuple(zip(ns, ts, strict=True))))),
-    )
-
-
-WIT_TYPES: st.SearchStrategy[WitType] = st.recursive(
-    st.sampled_from([Primitive(k) for k in PRIMITIVES])
-    | names().map(EnumType)
-    | names(0).map(FlagsType),
-    compound,
-    max_leaves=8,
+WIT_TYPES = wit_types(
+    labels=LABELS, max_leaves=8, max_tuple=3, min_record_fields=0,
+    flag_names=names(LABELS, min_size=0),
 )
-
-
-def values_of(ty: WitType) -> st.SearchStrategy[Any]:  # noqa: C901 - one branch per WIT type
-    if isinstance(ty, Primitive):
-        if ty.kind in INT_RANGES:
-            return st.integers(*INT_RANGES[ty.kind])
-        return {
-            "bool": st.booleans(),
-            "f32": st.floats(width=32),
-            "f64": st.floats(),
-            "char": SCALARS,
-            "string": st.text(SCALARS, max_size=8),
-        }[ty.kind]
-    if isinstance(ty, ListType):
-        if ty.element == U8:
-            return st.binary(max_size=6)
-        return st.lists(values_of(ty.element), max_size=3)
-    if isinstance(ty, OptionType):
-        inner = values_of(ty.inner)
-        return st.none() | (inner.map(Some) if isinstance(ty.inner, OptionType) else inner)
-    if isinstance(ty, ResultType):
-        ok = st.none() if ty.ok is None else values_of(ty.ok)
-        err = st.none() if ty.err is None else values_of(ty.err)
-        return ok.map(Ok) | err.map(Err)
-    if isinstance(ty, TupleType):
-        return st.tuples(*(values_of(t) for t in ty.elements))
-    if isinstance(ty, RecordType):
-        return st.fixed_dictionaries({n: values_of(t) for n, t in ty.fields})
-    if isinstance(ty, VariantType):
-        return st.one_of(*(
-            st.just(Case(n)) if t is None else values_of(t).map(partial(Case, n))
-            for n, t in ty.cases
-        ))
-    if isinstance(ty, EnumType):
-        return st.sampled_from(ty.cases)
-    assert isinstance(ty, FlagsType)
-    return st.frozensets(st.sampled_from(ty.names)) if ty.names else st.just(frozenset())
 
 
 def canon(value: Any) -> Any:
@@ -520,7 +457,7 @@ def canon(value: Any) -> Any:
     return value
 
 
-TYPED_VALUES = WIT_TYPES.flatmap(lambda ty: st.tuples(st.just(ty), values_of(ty)))
+TYPED_VALUES = typed_values(WIT_TYPES, max_list=3, max_text=8, max_bytes=6)
 
 
 @settings(max_examples=400, deadline=None)
