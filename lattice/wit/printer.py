@@ -22,16 +22,12 @@ from .types import (
     FlagsType,
     FuncType,
     InterfaceType,
-    ListType,
-    OptionType,
     OwnType,
-    Primitive,
     RecordType,
-    ResultType,
-    TupleType,
     VariantType,
     WitType,
     WorldType,
+    type_label,
 )
 
 ROOT_PACKAGE = "root:component"
@@ -112,29 +108,18 @@ class _Scope:
         return name
 
     def label(self, ty: WitType | None, hint: str) -> str:
-        if ty is None:
-            return "_"
-        if isinstance(ty, Primitive):
-            return ty.kind
-        if isinstance(ty, ListType):
-            return f"list<{self.label(ty.element, hint)}>"
-        if isinstance(ty, OptionType):
-            return f"option<{self.label(ty.inner, hint)}>"
-        if isinstance(ty, TupleType):
-            return f"tuple<{', '.join(self.label(e, hint) for e in ty.elements)}>"
-        if isinstance(ty, ResultType):
-            if ty.ok is None and ty.err is None:
-                return "result"
-            if ty.err is None:
-                return f"result<{self.label(ty.ok, hint)}>"
-            return f"result<{self.label(ty.ok, hint)}, {self.label(ty.err, hint)}>"
-        if isinstance(ty, OwnType):
-            return ident(self._resource(ty.resource))
-        if isinstance(ty, BorrowType):
-            return f"borrow<{ident(self._resource(ty.resource))}>"
-        if isinstance(ty, NAMED_TYPES):
-            return ident(self._named(ty, hint))
-        raise TypeError(f"not a WIT type: {ty!r}")
+        """``type_label`` with the printer's naming: escaped identifiers, resources and named
+        types registered (or given a made-up name) so the printed WIT always parses."""
+
+        def name_of(t: WitType) -> str | None:
+            if isinstance(t, OwnType):
+                return ident(self._resource(t.resource))
+            if isinstance(t, BorrowType):
+                return f"borrow<{ident(self._resource(t.resource))}>"
+            assert isinstance(t, NAMED_TYPES)
+            return ident(self._named(t, hint))
+
+        return type_label(ty, name_of)
 
     def _resource(self, name: str) -> str:
         if self._get(name) is None:

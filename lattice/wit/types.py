@@ -18,6 +18,7 @@ Component Model, so two records with the same fields are the same type.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -156,34 +157,46 @@ def u8_list(ty: WitType) -> bool:
     return isinstance(ty, ListType) and ty.element == Primitive("u8")
 
 
-def type_label(ty: WitType | None) -> str:
-    """The WIT spelling of a type, as used in error messages and printed WIT."""
+def type_label(ty: WitType | None, name_of: Callable[[WitType], str | None] | None = None) -> str:
+    """The WIT spelling of a type, as used in error messages and printed WIT.
+
+    ``name_of`` may name records, variants, enums, flags and resources its own way (the WIT
+    printer escapes and disambiguates names); returning ``None`` falls back to the default.
+    """
     if ty is None:
         return "_"
     if isinstance(ty, Primitive):
         return ty.kind
+    if name_of is not None and isinstance(ty, (*NAMED_TYPES, OwnType, BorrowType)):
+        named = name_of(ty)
+        if named is not None:
+            return named
     if isinstance(ty, NAMED_TYPES) and ty.name:
         return ty.name
+
+    def sub(t: WitType | None) -> str:
+        return type_label(t, name_of)
+
     if isinstance(ty, ListType):
-        return f"list<{type_label(ty.element)}>"
+        return f"list<{sub(ty.element)}>"
     if isinstance(ty, OptionType):
-        return f"option<{type_label(ty.inner)}>"
+        return f"option<{sub(ty.inner)}>"
     if isinstance(ty, TupleType):
-        return f"tuple<{', '.join(type_label(t) for t in ty.elements)}>"
+        return f"tuple<{', '.join(sub(t) for t in ty.elements)}>"
     if isinstance(ty, ResultType):
         if ty.ok is None and ty.err is None:
             return "result"
         if ty.err is None:
-            return f"result<{type_label(ty.ok)}>"
-        return f"result<{type_label(ty.ok)}, {type_label(ty.err)}>"
+            return f"result<{sub(ty.ok)}>"
+        return f"result<{sub(ty.ok)}, {sub(ty.err)}>"
     if isinstance(ty, OwnType):
         return ty.resource
     if isinstance(ty, BorrowType):
         return f"borrow<{ty.resource}>"
     if isinstance(ty, RecordType):
-        return "record { " + ", ".join(f"{n}: {type_label(t)}" for n, t in ty.fields) + " }"
+        return "record { " + ", ".join(f"{n}: {sub(t)}" for n, t in ty.fields) + " }"
     if isinstance(ty, VariantType):
-        cases = (n if t is None else f"{n}({type_label(t)})" for n, t in ty.cases)
+        cases = (n if t is None else f"{n}({sub(t)})" for n, t in ty.cases)
         return "variant { " + ", ".join(cases) + " }"
     if isinstance(ty, EnumType):
         return "enum { " + ", ".join(ty.cases) + " }"
