@@ -80,7 +80,6 @@ def host(ctx: click.Context, nats_url: str, lattice: str, host_id: str | None,
         return
     from .config import HostConfig
     from .host import run_host
-
     from .telemetry import configure_from_env
 
     config = HostConfig.from_env(nats_url=nats_url, lattice=lattice, host_id=host_id,

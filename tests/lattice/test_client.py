@@ -182,7 +182,7 @@ async def test_no_reply_is_a_timeout_naming_target_and_operation(nats_url: str, 
         started = time.monotonic()
         with pytest.raises(InvocationTimeout, match=r"mute frob: no reply within 0\.3s"):
             await lc.call_raw("mute", "frob", b"", timeout=0.3)
-        assert time.monotonic() - started < 0.45
+        assert time.monotonic() - started < 1.0  # the deadline, plus slack for a loaded box
     finally:
         await mute.close()
 
