@@ -15,7 +15,7 @@ wasmtime's native WASI 0.2 (``wasi:cli``, ``io``, ``clocks``, ``filesystem``, ``
 from __future__ import annotations
 
 import ctypes
-import hashlib
+import inspect
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -27,12 +27,16 @@ from wasmtime import component as wc
 
 from ...lattice.errors import UnsatisfiedImports
 from ...lattice.wit import types as t
+from . import hostcalls
 from .convert import make_lifter, make_lowerer
+from .hostcalls import HostLoop
+from .hostresources import TABLE, StoreShim, context_address, lifting, lowering, resource_id
 from .loader import CompiledComponent
 
 NATIVE_WASI = re.compile(r"^wasi:(cli|io|clocks|filesystem|random|sockets)/[a-z0-9-]+@0\.2\.\d+")
 
 HostFunction = Callable[..., Any]
+_DEFAULT_LOOP = HostLoop()
 
 # Exceptions raised by Python host functions, kept per thread so that concurrent
 # invocations never see each other's errors (wasmtime-py keeps one global).
@@ -78,11 +82,34 @@ class HostImports:
         return other
 
 
+def _snake(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
+def resource_class(impl: Any, resource: str) -> Any | None:
+    """The class implementing ``resource``: ``impl.resources[name]``, else the attribute named
+    in CamelCase (``outgoing-value`` → ``OutgoingValue``)."""
+    table = getattr(impl, "resources", None)
+    if isinstance(table, Mapping) and resource in table:
+        return table[resource]
+    return getattr(impl, "".join(p.capitalize() for p in resource.split("-")), None)
+
+
 def _function_for(impl: Any, wit_name: str) -> HostFunction | None:
+    """``f`` → ``impl.f``; ``[method]r.f`` → ``R.f`` (called with the resource object first);
+    ``[static]r.f`` → ``R.f``; ``[constructor]r`` → ``R`` itself. A mapping is looked up by
+    the WIT name."""
     if isinstance(impl, Mapping):
         fn = impl.get(wit_name)
+    elif wit_name.startswith("["):
+        kind, _, rest = wit_name[1:].partition("]")
+        res, _, name = rest.partition(".")
+        cls = resource_class(impl, res)
+        if cls is None:
+            return None
+        fn = cls if kind == "constructor" else getattr(cls, _snake(name), None)
     else:
-        fn = getattr(impl, wit_name.replace("-", "_").replace(".", "_"), None)
+        fn = getattr(impl, _snake(wit_name), None)
     return fn if callable(fn) else None
 
 
@@ -118,24 +145,49 @@ def plan_imports(
 
 
 class _Callback:
-    """A raw wasmtime host callback for one WIT function with prebuilt converters."""
+    """A raw wasmtime host callback for one WIT function with prebuilt converters.
 
-    def __init__(self, qualified: str, ft: t.FuncType, fn: HostFunction | None) -> None:
+    A coroutine function is registered as an *async* host function (``hostcalls.py``): the
+    guest stays suspended while the coroutine runs on the host loop."""
+
+    def __init__(self, qualified: str, ft: t.FuncType, fn: HostFunction | None,
+                 resource_ids: Mapping[str, int], loop: HostLoop | None = None) -> None:
         self.qualified = qualified
         self.fn = fn
         self.lifters = [make_lifter(pt) for _, pt in ft.params]
+        self.objects = [lifting(pt) for _, pt in ft.params]
         self.lower = make_lowerer(ft.result) if ft.result is not None else None
-        self.c_callback = ffi.wasmtime_component_func_callback_t(self._call)
+        self.handles = lowering(ft.result, resource_ids) if ft.result is not None else None
+        self.result_kind = _ILL_TYPED_FOR_BOOL if ft.result == _BOOL_T else _ILL_TYPED
+        self.loop = loop
+        self.is_async = fn is not None and inspect.iscoroutinefunction(fn)
+        if self.is_async:
+            self.c_callback = ffi.wasmtime_component_func_async_callback_t(self._call_async)
+        else:
+            self.c_callback = ffi.wasmtime_component_func_callback_t(self._call)
+
+    def _args(self, context: Any, args: Any) -> list[Any]:
+        pyargs = [lift(args[i]) for i, lift in enumerate(self.lifters)]
+        ctx = 0
+        for i, obj in enumerate(self.objects):
+            if obj is not None:
+                ctx = ctx or context_address(context)
+                pyargs[i] = obj(ctx, pyargs[i])
+        return pyargs
+
+    def _lower(self, context: Any, out: Any, results: Any) -> None:
+        if self.lower is not None:
+            if self.handles is not None:
+                out = self.handles(context_address(context), out)
+                context = StoreShim(context)  # lowering a host handle needs a Storelike
+            self.lower(context, out, results)
 
     def _call(self, _env: Any, context: Any, _ty: Any, args: Any, nargs: int,
               results: Any, nresults: int) -> int:
         try:
             if self.fn is None:
                 raise WasmtimeError(f"import {self.qualified} was called but is not provided")
-            pyargs = [lift(args[i]) for i, lift in enumerate(self.lifters)]
-            out = self.fn(*pyargs)
-            if self.lower is not None:
-                self.lower(context, out, results)
+            self._lower(context, self.fn(*self._args(context, args)), results)
             return 0
         except WasmtimeError as exc:
             err = exc
@@ -144,39 +196,102 @@ class _Callback:
             err = WasmtimeError(f"host import {self.qualified} raised {type(exc).__name__}: {exc}")
         return ctypes.cast(err._consume(), ctypes.c_void_p).value or 0
 
+    def _call_async(self, _env: Any, context: Any, _ty: Any, args: Any, nargs: int,
+                    results: Any, nresults: int, err_ret: Any, cont_ret: Any) -> None:
+        st = hostcalls.drive_state()
+        try:
+            assert self.fn is not None and self.loop is not None
+            wait = hostcalls.start(self.loop.get(), self.fn(*self._args(context, args)),
+                                   self.qualified)
+        except BaseException as exc:  # fail now: the error slot is read when we return
+            err = WasmtimeError(f"host import {self.qualified} raised {type(exc).__name__}: {exc}")
+            _pending.exc = exc
+            err_ret[0] = ctypes.cast(err._consume(), type(err_ret[0]))
+            return
+        st.wait = wait
+
+        def resume() -> bool:
+            if not wait.done() and not wait.abandoned:
+                hostcalls.drive_state().wait = wait
+                return False
+            ok, value = wait.outcome()
+            if ok:
+                try:
+                    self._lower(context, value, results)
+                    return True
+                except BaseException as exc:
+                    value = exc
+            self._fail(value, results, nresults)
+            return True
+
+        hostcalls.install(cont_ret, resume)
+
+    def _fail(self, exc: BaseException, results: Any, nresults: int) -> None:
+        """Make the guest trap (see ``hostcalls``): an ill-typed result, or an epoch trap."""
+        st = hostcalls.drive_state()
+        if st.failure is None:
+            st.failure = HostImportFailed(self.qualified, exc)
+        if nresults:
+            results[0].kind = self.result_kind
+        elif st.trap_soon is not None:
+            st.trap_soon()
+
+
+class HostImportFailed(Exception):
+    """An async host import raised or timed out; the invocation fails with it as the cause."""
+
+    def __init__(self, qualified: str, cause: BaseException) -> None:
+        self.qualified = qualified
+        self.cause = cause
+        super().__init__(f"host import {qualified} failed: {type(cause).__name__}: {cause}")
+
+
+_BOOL_T = t.Primitive("bool")
+_ILL_TYPED = ffi.WASMTIME_COMPONENT_BOOL.value
+_ILL_TYPED_FOR_BOOL = ffi.WASMTIME_COMPONENT_S8.value
+
 
 @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 def _NO_FINALIZER(_env: Any) -> None:  # the _Callback owns its state; nothing to free
     return None
 
 
-def _resource_id(iface: str, name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{iface}/{name}".encode()).digest()[:6], "little")
-
-
-def _drop_nothing(_store: Any, _rep: int) -> None:
-    return None
+def _drop_resource(store: Any, rep: int) -> None:
+    TABLE.drop(context_address(store._context()), rep)
 
 
 def _define(li: wc.LinkerInstance, qualified: str, name: str, ft: t.FuncType,
-            fn: HostFunction | None) -> _Callback:
-    cb = _Callback(qualified, ft, fn)
+            fn: HostFunction | None, resource_ids: Mapping[str, int],
+            loop: HostLoop | None) -> _Callback:
+    cb = _Callback(qualified, ft, fn, resource_ids, loop)
     raw = name.encode()
-    err = ffi.wasmtime_component_linker_instance_add_func(
-        li.ptr(), ctypes.create_string_buffer(raw), len(raw), cb.c_callback, None, _NO_FINALIZER
-    )
+    add = ffi.wasmtime_component_linker_instance_add_func_async if cb.is_async \
+        else ffi.wasmtime_component_linker_instance_add_func
+    err = add(li.ptr(), ctypes.create_string_buffer(raw), len(raw), cb.c_callback, None,
+              _NO_FINALIZER)
     if err:
         raise WasmtimeError._from_ptr(err)
     return cb
 
 
+def _resource_ids(iface: t.InterfaceType) -> dict[str, int]:
+    """Host type ids of the resources ``iface`` names, after the interface defining each (a
+    ``bucket`` used by ``atomics`` is the one ``store`` defines)."""
+    names = set(iface.resources) | {
+        n for n, ty in iface.types.items() if isinstance(ty, t.OwnType) and ty.resource == n
+    }
+    return {n: resource_id(*iface.uses.get(n, (iface.name, n))) for n in names}
+
+
 def build_linker(
-    engine: Any, component: CompiledComponent, imports: HostImports, *, missing: str = "error"
+    engine: Any, component: CompiledComponent, imports: HostImports, *, missing: str = "error",
+    loop: HostLoop | None = None,
 ) -> tuple[wc.Linker, list[_Callback], list[str]]:
     """A linker with native WASI and every Python implementation, ready to instantiate.
 
-    Returns the linker, the callbacks (keep them referenced as long as the linker lives) and
-    the unsatisfied imports that were defined as traps.
+    Returns the linker, the callbacks (keep them referenced as long as the linker lives; one
+    with ``is_async`` means the component must be instantiated and called asynchronously) and
+    the unsatisfied imports that were defined as traps. ``loop`` runs async host functions.
     """
     plan, unsatisfied = plan_imports(component, imports, missing=missing)
     linker = wc.Linker(engine)
@@ -194,14 +309,15 @@ def build_linker(
             # (wasmtime's define_unknown_imports_as_traps would also shadow native WASI
             # reached through semver matching, so we define the stubs ourselves).
             impl = imports.find(iface.name) if how == "python" else None
+            ids = _resource_ids(iface)
             with root.add_instance(iface.name) as li:
                 for res in iface.resources:
-                    li.add_resource(res, wc.ResourceType.host(_resource_id(iface.name, res)),
-                                    _drop_nothing)
+                    li.add_resource(res, wc.ResourceType.host(ids[res]), _drop_resource)
                 for fname, ft in iface.functions.items():
                     fn = _function_for(impl, fname) if impl is not None else None
-                    keep.append(_define(li, f"{iface.name}#{fname}", fname, ft, fn))
+                    keep.append(_define(li, f"{iface.name}#{fname}", fname, ft, fn, ids,
+                                        loop or _DEFAULT_LOOP))
         if missing == "trap":
             for ft in component.world.import_funcs:
-                keep.append(_define(root, ft.name, ft.name, ft, None))
+                keep.append(_define(root, ft.name, ft.name, ft, None, {}, None))
     return linker, keep, unsatisfied

@@ -28,7 +28,8 @@ import ctypes
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,13 +49,18 @@ from ...lattice.errors import (
 )
 from ...lattice.wit.types import ResultType, type_label
 from ...lattice.wit.values import Ok, Resource
+from . import bridged
 from .asynccall import NOT_INLINE, FuncHistory, InflightCall, budget_left, charge
 from .convert import AsyncCall, FastFunc
 from .engine import NO_DEADLINE_TICKS, Engine, StoreDeadline
-from .imports import HostImports, build_linker, take_host_exception
+from .hostcalls import HostLoop
+from .hostresources import TABLE, context_address
+from .imports import HostImportFailed, HostImports, build_linker, take_host_exception
 from .loader import CompiledComponent, ExportedFunction
 
 Output = Callable[[bytes], None]
+Offload = Callable[..., Awaitable[Any]]
+"""Runs ``fn(*args)`` on a worker thread and awaits it (``Component._offload``)."""
 DEFAULT_FUEL = 2**62
 
 # Store.set_epoch_deadline without wasmtime-py's wrapper layers (a new function object, so
@@ -294,11 +300,16 @@ class InstanceManager:
     wasi: WasiOptions = field(default_factory=WasiOptions)
     defaults: Limits = field(default_factory=Limits)
     missing_imports: str = "error"
+    host_loop: HostLoop | None = None
+    """Runs async host imports (providers); default: the running loop, else a private one."""
 
     def __post_init__(self) -> None:
         self.linker, self._callbacks, self.unsatisfied = build_linker(
-            self.engine.wasmtime, self.component, self.imports, missing=self.missing_imports
+            self.engine.wasmtime, self.component, self.imports, missing=self.missing_imports,
+            loop=self.host_loop,
         )
+        self.bridged = any(cb.is_async for cb in self._callbacks)
+        """Some import is an async host function: instantiate and call through ``bridged``."""
         self.capacity = Capacity(self.policy.max_instances)
         self._default_limits = Limits().merged(self.defaults)
         self._idle: list[Slot] = []
@@ -321,8 +332,13 @@ class InstanceManager:
         store.set_epoch_deadline(ticks)
         if self.engine.config.consume_fuel:
             store.set_fuel(limits.fuel if limits.fuel is not None else DEFAULT_FUEL)
-        instance = self.linker.instantiate(store, self.component.wasmtime)
+        if self.bridged:
+            instance = bridged.instantiate(self.linker, store, self.component.wasmtime)
+        else:
+            instance = self.linker.instantiate(store, self.component.wasmtime)
         self.stats.created += 1
+        ctx = context_address(store._context())
+        weakref.finalize(store, TABLE.forget, ctx)  # host resources die with their Store
         return Slot(store, instance, limits.max_memory, ticks)
 
     def _take(self, limits: Limits) -> Slot:
@@ -411,6 +427,8 @@ class InstanceManager:
             if engine.config.consume_fuel:
                 store.set_fuel(lim.fuel if lim.fuel is not None else DEFAULT_FUEL)
             slot.uses += 1
+            if self.bridged:
+                return self._call_blocking(slot, fn, args, lim)
             return slot.func(fn).call(slot.store, args)
         except wasmtime.ExitTrap as exc:
             if slot is not None:
@@ -540,6 +558,104 @@ class InstanceManager:
             mapped = self.map_error(exc, fn, lim)
             raise mapped from (mapped.__cause__ or exc)
         raise exc
+
+    # -- bridged calls (components with async host imports, see bridged.py) ------------------
+
+    def _trap_soon(self, slot: Slot) -> Callable[[], None]:
+        """Make the Store trap at its next epoch check (a void async import failed)."""
+        policy, ctx = slot.armed(), slot.store._context()
+
+        def trap() -> None:
+            policy.hard = 0.0
+            _set_epoch_deadline(ctx, 0)
+        return trap
+
+    def _timeout(self, fn: ExportedFunction, lim: Limits) -> Callable[[], BaseException]:
+        return lambda: DeadlineExceeded(self.component.name, fn.key, lim.timeout or 0.0)
+
+    def _host_failure(self, failure: BaseException, fn: ExportedFunction) -> BaseException:
+        self.stats.errors += 1
+        if isinstance(failure, HostImportFailed):
+            cause = failure.cause
+            if isinstance(cause, (DeadlineExceeded, asyncio.CancelledError)):
+                return cause
+            err = GuestTrap(self.component.name, fn.key, str(failure))
+            err.__cause__ = cause
+            return err
+        return failure
+
+    def _call_blocking(self, slot: Slot, fn: ExportedFunction, args: Sequence[Any],
+                       lim: Limits) -> Any:
+        """``run_acquired``'s call for a bridged component, on this (non-loop) thread."""
+        policy = slot.armed()
+        now = time.monotonic()
+        hard = math.inf if lim.timeout is None else now + lim.timeout
+        policy.hard, policy.since, policy.yielding = hard, now, False
+        call = slot.func(fn).call_async(slot.store, args)
+        try:
+            failure = bridged.drive_blocking(call.poll, hard, trap_soon=self._trap_soon(slot),
+                                             on_timeout=self._timeout(fn, lim))
+            if failure is not None:
+                slot.broken = True
+                raise self._host_failure(failure, fn)
+            return call.result()
+        finally:
+            call.close()
+            policy.hard = math.inf
+
+    async def invoke_bridged(self, fn: ExportedFunction, args: Sequence[Any], lim: Limits,
+                             deadline: float | None, offload: Offload) -> Any:
+        """An async invocation of a bridged component: polled on the loop while it waits for
+        providers; on a worker (``offload``) once it computes past an epoch tick."""
+        started = time.monotonic()
+        if deadline is None:
+            deadline = math.inf if lim.timeout is None else started + lim.timeout
+        left = None if deadline == math.inf else max(0.0, deadline - started)
+        if not await self.capacity.acquire_async(left):
+            raise CapacityTimeout(self.component.name, fn.key, self.policy.max_instances,
+                                  time.monotonic() - started)
+        try:
+            slot = self._take_idle(lim.max_memory) if self.policy.mode == "pooled" else None
+            if slot is None:
+                slot = await offload(self._new_slot, lim)
+        except BaseException:
+            self.capacity.release()
+            raise
+        call = self._begin_async(slot, fn, args, lim, deadline, time.monotonic())
+        trap_soon, on_timeout = self._trap_soon(slot), self._timeout(fn, lim)
+        try:
+            done, failure = await bridged.drive_async(call.poll, deadline, trap_soon=trap_soon,
+                                                      on_timeout=on_timeout)
+        except BaseException:
+            slot.broken = True
+            call.close()
+            self._end_async(slot)
+            raise
+        if done:
+            return self._complete(slot, call, fn, lim, failure)
+        slot.armed().yielding = False  # on a worker now: compute until done or a wait
+
+        def rest() -> Any:
+            more = bridged.drive_blocking(call.poll, deadline, trap_soon=trap_soon,
+                                          on_timeout=on_timeout)
+            return self._complete(slot, call, fn, lim, failure or more)
+
+        return await offload(rest)
+
+    def _complete(self, slot: Slot, call: AsyncCall, fn: ExportedFunction, lim: Limits,
+                  failure: BaseException | None) -> Any:
+        try:
+            if failure is not None:
+                slot.broken = True
+                raise self._host_failure(failure, fn)
+            try:
+                return call.result()
+            except BaseException as exc:
+                slot.broken = True
+                return self._failed(exc, fn, lim)
+        finally:
+            call.close()
+            self._end_async(slot)
 
     def map_error(self, exc: WasmtimeError, fn: ExportedFunction, lim: Limits) -> Exception:
         name = self.component.name

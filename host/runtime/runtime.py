@@ -47,6 +47,7 @@ from ..invocation import (
 from .asynccall import NOT_INLINE, InflightCall
 from .cache import CompileCache
 from .engine import Engine, EngineConfig
+from .hostcalls import HostLoop
 from .imports import HostImports
 from .instances import InstanceManager, InstancePolicy, Limits, Session, WasiOptions
 from .loader import CompiledComponent, ExportedFunction, Progress, load_component
@@ -89,6 +90,8 @@ class Runtime:
         )
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="trellis-wasm")
         self._workers = WasmWorkers(max_workers)
+        self.host_loop = HostLoop()
+        """Where async host imports (providers) run; ``Host`` binds its own loop."""
         self._closed = False
 
     # -- loading ------------------------------------------------------------------------------
@@ -127,6 +130,7 @@ class Runtime:
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._workers.close()
+        self.host_loop.close()
         self.engine.close()
 
     def __enter__(self) -> Runtime:
@@ -152,7 +156,7 @@ class Component:
         self.config = config
         self.instances = InstanceManager(
             runtime.engine, compiled, imports, config.policy, config.wasi, config.limits,
-            config.missing_imports,
+            config.missing_imports, runtime.host_loop,
         )
         self.chain = InvocationChain(runtime.interceptors, self._execute)
 
@@ -203,6 +207,8 @@ class Component:
         # Limits are frozen dataclasses (~1 µs to build): reuse the merged defaults if we can.
         limits = mgr._default_limits if call.limits is _NO_LIMITS \
             else call.limits.merged(mgr.defaults)
+        if mgr.bridged:
+            return await mgr.invoke_bridged(fn, call.args, limits, call.deadline, self._offload)
         if mgr.policy.mode == "pooled":
             out = mgr.start_inline(fn, call.args, limits, call.deadline)
             if out is not NOT_INLINE:
@@ -227,6 +233,16 @@ class Component:
                                          fn, call.args, limits)
         except RuntimeError:  # closed between the check and now
             mgr.capacity.release()
+            raise HostStoppedError("runtime is closed") from None
+        return await fut
+
+    async def _offload(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on a wasm worker thread and await its result."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        try:
+            self.runtime._workers.submit(loop, fut, _nothing, fn, *args)
+        except RuntimeError:
             raise HostStoppedError("runtime is closed") from None
         return await fut
 
@@ -255,6 +271,10 @@ class Component:
     def session(self, *, timeout: float | None = None) -> Session:
         """Pin one instance for several calls (for resources). Use as a context manager."""
         return self.instances.session(Limits(timeout) if timeout else None)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -317,5 +337,8 @@ class WasmWorkers:
                     loop.call_soon_threadsafe(_settle, fut, ok, value)
                 except RuntimeError:  # that loop is closed
                     pass
+            # An idle worker must not keep the last call's future, arguments or result alive
+            # (a Store in there would keep its instance and host resources).
+            item = loop = fut = on_skip = fn = args = ok = value = None
             with self._lock:
                 self._idle += 1
