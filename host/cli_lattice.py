@@ -10,6 +10,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -104,13 +105,97 @@ def _where(ctx: click.Context, url: str | None, lattice: str | None) -> tuple[st
 
 @host.command("list")
 @TIMEOUT_OPT
+@click.option("--expect", type=int, help="Wait until at least this many live hosts are listed.")
+@click.option("--all", "include_stale", is_flag=True,
+              help="Also hosts that missed their heartbeat timeout (until the registry forgets "
+                   "them), marked stale.")
+@JSON_OPT
+@_sub_opts
+@click.pass_context
+def host_list(ctx: click.Context, timeout: float, expect: int | None, include_stale: bool,
+              as_json: bool, sub_nats_url: str | None, sub_lattice: str | None) -> None:
+    """List the hosts of the lattice from their heartbeats (the host registry).
+
+    Asks no host, so it answers at once. A host that died without stopping (kill -9, a lost
+    machine) stays listed until its heartbeat timeout (3 heartbeats by default) and then
+    leaves the list; `trellis host ping` asks the hosts themselves instead.
+    """
+    url, lattice = _where(ctx, sub_nats_url, sub_lattice)
+
+    async def go() -> Any:
+        async with _client(url, lattice, timeout) as lc:
+            if not expect:
+                return await lc.list_hosts(include_stale, timeout=timeout)
+            return await _wait_listed(lc, expect, include_stale, timeout)
+
+    hosts = _run(go)
+    now = time.time()
+    if as_json:
+        click.echo(json.dumps([_record_json(h, now) for h in hosts], indent=2))
+        return
+    if not hosts:
+        click.echo(f"no hosts in the registry of lattice {lattice!r}", err=True)
+        return
+    rows = [("HOST", "UPTIME", "LAST SEEN", "COMPONENTS", "LABELS")]
+    for h in hosts:
+        seen = f"{_duration(h.age(now))} ago" + (" (stale)" if h.is_stale(now) else "")
+        rows.append((h.host_id, _duration(h.uptime(now)), seen, str(len(h.components)),
+                     ",".join(f"{k}={v}" for k, v in sorted(h.labels.items()))))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:4], widths, strict=True)]
+        click.echo("  ".join([*cells, r[4]]).rstrip())
+
+
+async def _wait_listed(lc: Any, expect: int, include_stale: bool, timeout: float) -> Any:
+    """``list_hosts`` until at least ``expect`` live hosts are in it (hosts start in their own
+    time), within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        hosts = await lc.list_hosts(include_stale,
+                                    timeout=max(0.5, min(5.0, deadline - loop.time())))
+        live = [h for h in hosts if not h.is_stale()]
+        if len(live) >= expect:
+            return hosts
+        if loop.time() >= deadline:
+            raise LatticeError(f"{len(live)} of {expect} hosts listed in the registry of lattice "
+                               f"{lc.lattice!r} within {timeout:g}s")
+        await asyncio.sleep(0.1)
+
+
+def _record_json(h: Any, now: float) -> dict[str, Any]:
+    """A registry record for ``host list --json``: the host's info, its component count, and
+    how fresh it is (uptime and age as of ``now``)."""
+    out: dict[str, Any] = h.model_dump(mode="json", exclude={"components"})
+    out.update(uptime_seconds=round(h.uptime(now), 3), component_count=len(h.components),
+               last_seen_age=round(h.age(now), 3), stale=h.is_stale(now))
+    return out
+
+
+def _duration(seconds: float) -> str:
+    """``0.4s``, ``12s``, ``3m05s``, ``2h03m``, ``4d02h``."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+@host.command("ping")
+@TIMEOUT_OPT
 @click.option("--expect", type=int, help="Wait until at least this many hosts answer.")
 @JSON_OPT
 @_sub_opts
 @click.pass_context
-def host_list(ctx: click.Context, timeout: float, expect: int | None, as_json: bool,
+def host_ping(ctx: click.Context, timeout: float, expect: int | None, as_json: bool,
               sub_nats_url: str | None, sub_lattice: str | None) -> None:
-    """List the hosts in the lattice (those answering a ping)."""
+    """Ask every host to answer (live: a dead host is missing at once)."""
     url, lattice = _where(ctx, sub_nats_url, sub_lattice)
 
     async def go() -> Any:
@@ -128,7 +213,7 @@ def host_list(ctx: click.Context, timeout: float, expect: int | None, as_json: b
         return
     for h in hosts:
         labels = ",".join(f"{k}={v}" for k, v in sorted(h.labels.items()))
-        click.echo(f"{h.host_id}  up {h.uptime_seconds:.0f}s  {labels}")
+        click.echo(f"{h.host_id}  up {_duration(h.uptime_seconds)}  {labels}")
 
 
 @host.command("stop")

@@ -18,10 +18,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ..lattice.connection import NatsOptions
 from ..lattice.errors import TrellisError
+from ..lattice.registry import HOSTS_MAX_AGE, MISSED_BEATS
 from ..lattice.subjects import check_token
 
 ENV: dict[str, str] = {
@@ -36,6 +44,7 @@ ENV: dict[str, str] = {
     "tls_key": "TRELLIS_NATS_TLS_KEY",
     "connect_timeout": "TRELLIS_CONNECT_TIMEOUT",
     "heartbeat_interval": "TRELLIS_HEARTBEAT_INTERVAL",
+    "host_timeout": "TRELLIS_HOST_TIMEOUT",
     "stop_timeout": "TRELLIS_STOP_TIMEOUT",
     "cache_dir": "TRELLIS_CACHE_DIR",
     "allow_file_load": "TRELLIS_ALLOW_FILE_LOAD",
@@ -70,8 +79,13 @@ class HostConfig(BaseModel):
     tls_key: Path | None = None
     connect_timeout: float = Field(default=10.0, gt=0)
     """Seconds to keep retrying the first connection to NATS."""
-    heartbeat_interval: float = Field(default=5.0, gt=0, le=3600)
-    """Seconds between ``host_heartbeat`` events (each carries the full inventory)."""
+    heartbeat_interval: float = Field(default=5.0, gt=0, le=HOSTS_MAX_AGE / 2)
+    """Seconds between ``host_heartbeat`` events (each carries the full inventory) and rewrites
+    of the host's registry record; at most half the registry's ``max_age`` (300 s), so a live
+    host's record never expires between two beats."""
+    host_timeout: float | None = Field(default=None, gt=0, le=HOSTS_MAX_AGE)
+    """Seconds without a heartbeat after which readers of the host registry consider this host
+    gone (default ``3 × heartbeat_interval``); must be longer than ``heartbeat_interval``."""
     stop_timeout: float = Field(default=10.0, gt=0, le=600)
     """Seconds a graceful stop lets in-flight invocations finish before cancelling them."""
     cache_dir: Path | None = None
@@ -88,6 +102,15 @@ class HostConfig(BaseModel):
     @classmethod
     def _host_id(cls, v: str | None) -> str | None:
         return None if v is None else check_token(v, "host id")
+
+    @field_validator("host_timeout")
+    @classmethod
+    def _host_timeout(cls, v: float | None, info: ValidationInfo) -> float | None:
+        interval = info.data.get("heartbeat_interval")
+        if v is not None and interval is not None and v <= interval:
+            raise ValueError(f"must be longer than heartbeat_interval ({interval:g}s), or the "
+                             "host would look gone between two heartbeats")
+        return v
 
     @field_validator("labels")
     @classmethod
@@ -142,6 +165,12 @@ class HostConfig(BaseModel):
             tls_cert=self.tls_cert, tls_key=self.tls_key, name=name,
             connect_timeout=self.connect_timeout,
         )
+
+    def resolved_host_timeout(self) -> float:
+        """``host_timeout``, else ``MISSED_BEATS`` (3) heartbeat intervals."""
+        if self.host_timeout is not None:
+            return self.host_timeout
+        return round(MISSED_BEATS * self.heartbeat_interval, 6)
 
     def resolved_cache_dir(self) -> Path:
         """``cache_dir``, else the runtime's default (``$TRELLIS_CACHE_DIR``, XDG, ~/.cache)."""

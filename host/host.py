@@ -10,6 +10,10 @@ Lifecycle (STYLE §4): ``start()`` connects (retrying until ``connect_timeout``;
 reconnects forever), checks that no other host answers to its id, subscribes its control
 subjects, flushes, and only then publishes ``host_started`` and returns. A heartbeat carrying
 the full inventory follows every ``heartbeat_interval`` seconds (and right after a reconnect).
+The host also keeps its record in the lattice's host registry (``lattice/registry.py``): put
+before ``host_started``, rewritten with every heartbeat, reconnect and label change, deleted on a
+graceful stop; a host killed without a goodbye leaves it behind to go stale after
+``host_timeout``.
 ``stop()`` only sets a flag and may be called any number of times, from anywhere (a control
 handler, a signal handler); ``run()`` waits until the stop is complete.
 
@@ -20,7 +24,11 @@ connection drained. A runtime the host created is closed; one passed in is left 
 
 Error handling: ``start()`` raises ``LatticeUnavailableError`` (no NATS), ``HostIdInUse`` or
 ``HostConfigError``; nothing after start raises out of background work — failures are logged,
-and scale failures are published as ``component_scale_failed`` events.
+and scale failures are published as ``component_scale_failed`` events. Registry writes never
+hold up the heartbeat: each runs in the background with its own deadline (one at a time; a
+write asked for meanwhile follows it), and a JetStream that is missing or slow is logged once
+and retried with the next beat. Only ``start()`` waits for its write, at most
+``REGISTRY_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from ..lattice.models import (
     LimitsSpec,
     event_type,
 )
+from ..lattice.registry import HostRecord, HostRegistry
 from .config import HostConfig, HostIdSlot
 from .ctl import CtlServer
 from .rpc import RpcServer
@@ -60,6 +69,9 @@ from .runtime.runtime import Runtime
 from .telemetry import InvocationTelemetry
 
 _LOG = logging.getLogger(__name__)
+
+REGISTRY_TIMEOUT = 2.0
+"""Deadline of one host registry write or delete, seconds."""
 
 try:
     VERSION = version("trellis")
@@ -124,6 +136,11 @@ class Host:
         self._stop_timeout = config.stop_timeout
         self._heartbeat: asyncio.Task[None] | None = None
         self._lifecycle: asyncio.Task[None] | None = None
+        self._registry: HostRegistry | None = None
+        """Set while the host may write its record: from start until the stop deletes it."""
+        self._record_task: asyncio.Task[None] | None = None
+        self._record_wanted = False
+        self._registry_failing = False
 
     # -- accessors -------------------------------------------------------------------------------
 
@@ -214,6 +231,8 @@ class Host:
         await self._ctl.start()
         await flush(self._nc)
         self.started_at = time.time()
+        self._registry = HostRegistry(self._nc, self.lattice)
+        await self._write_record()  # listed before anyone hears host_started
         await self.publish_event("host_started", self.info().model_dump())
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.host_id}")
 
@@ -259,6 +278,7 @@ class Host:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
+        await self._forget_record()
         if self._ctl is not None:
             await self._ctl.close()
         await self.publish_event("host_stopped", {"labels": self.labels,
@@ -266,6 +286,11 @@ class Host:
 
     async def _teardown(self) -> None:
         """Release everything; runs even when the graceful part failed."""
+        self._registry = None
+        if self._record_task is not None and not self._record_task.done():
+            self._record_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._record_task
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             try:
@@ -300,6 +325,7 @@ class Host:
             self.labels[key] = value
         await self.publish_event("labels_changed", {"host_id": self.host_id,
                                                     "labels": dict(self.labels)})
+        self._refresh_record()
         return True
 
     async def publish_event(self, name: str, data: dict[str, Any]) -> None:
@@ -320,10 +346,70 @@ class Host:
                 await self.publish_event("host_heartbeat", self.inventory().model_dump())
             except Exception:  # a bad inventory must not end the heartbeat
                 _LOG.exception("host %s: heartbeat failed", self.host_id)
+            self._refresh_record()
 
     async def _on_reconnect(self) -> None:
         if self.state is HostState.RUNNING:  # let the lattice see us again at once
             await self.publish_event("host_heartbeat", self.inventory().model_dump())
+            self._refresh_record()  # a restarted server may have lost the registry bucket
+
+    # -- host registry ---------------------------------------------------------------------------
+
+    def record(self) -> HostRecord:
+        """This host's registry record, as of now."""
+        return HostRecord(**self.inventory().model_dump(), last_seen=time.time(),
+                          heartbeat_interval=self.config.heartbeat_interval,
+                          timeout=self.config.resolved_host_timeout())
+
+    def _refresh_record(self) -> None:
+        """Rewrite the registry record in the background; returns at once. A write asked for
+        while one runs follows it (with the state of then), so writes never pile up."""
+        if self._registry is None:
+            return
+        self._record_wanted = True
+        if self._record_task is None or self._record_task.done():
+            self._record_task = asyncio.create_task(self._record_writer(),
+                                                    name=f"registry {self.host_id}")
+
+    async def _record_writer(self) -> None:
+        while self._record_wanted and self._registry is not None:
+            self._record_wanted = False
+            await self._write_record()
+
+    async def _write_record(self) -> None:
+        """Put the record, within ``REGISTRY_TIMEOUT``; logs failures, never raises."""
+        registry = self._registry
+        if registry is None:
+            return
+        try:
+            await registry.put(self.record(), timeout=REGISTRY_TIMEOUT)
+        except Exception as exc:  # JetStream missing, slow or restarting: the next beat retries
+            log = _LOG.debug if self._registry_failing else _LOG.warning
+            log("host %s: cannot write the host registry (retrying every heartbeat): %s",
+                self.host_id, exc)
+            self._registry_failing = True
+            return
+        if self._registry_failing:
+            _LOG.info("host %s: host registry written again", self.host_id)
+            self._registry_failing = False
+
+    async def _forget_record(self) -> None:
+        """Delete the record on a graceful stop, after the write in flight (if any) settled:
+        a write landing after the delete would list the host again until it goes stale."""
+        registry, self._registry = self._registry, None
+        task = self._record_task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=REGISTRY_TIMEOUT)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if registry is None:
+            return
+        try:
+            await registry.delete(self.host_id, timeout=REGISTRY_TIMEOUT)
+        except Exception as exc:
+            _LOG.warning("host %s: cannot delete its host registry record (it goes stale after "
+                         "%gs): %s", self.host_id, self.config.resolved_host_timeout(), exc)
 
 
 async def run_host(config: HostConfig, runtime: Runtime | None = None, *,

@@ -62,6 +62,7 @@ from .models import (
     ScaleComponent,
     StopHost,
 )
+from .registry import HostRecord, HostRegistry
 from .rpc import DESCRIBE, KIND_INTERNAL, RawReply, RpcCaller, resolve_export
 from .wit import wave
 from .wit.typejson import exports_from_json
@@ -151,7 +152,17 @@ class LatticeClient:
         hosts = [self._response(r, HostInfo, "host.ping") for r in replies]
         return sorted((h for h in hosts if h is not None), key=lambda h: h.host_id)
 
-    list_hosts = ping_hosts
+    async def list_hosts(self, include_stale: bool = False, *,
+                         timeout: float | None = None) -> list[HostRecord]:
+        """The hosts of the lattice from the host registry, sorted by id: every host whose
+        heartbeat record is fresher than its timeout (``include_stale``: also those that missed
+        it, until the registry forgets them). Asks no host, so it waits for nobody.
+
+        Raises:
+            HostRegistryUnavailable: NATS or JetStream failed.
+        """
+        return await HostRegistry(self.nc, self.lattice).list(
+            include_stale=include_stale, timeout=timeout or self.timeout)
 
     async def wait_for_hosts(self, n: int, timeout: float = 10.0) -> list[HostInfo]:
         """Ping until at least ``n`` hosts answer (hosts in other processes start in their own

@@ -15,6 +15,7 @@ carries the lattice, so several lattices share one NATS deployment.
     trellis.spy.{lattice}.{component}                       one record per invocation served
     trellis.ctl.v1.{lattice}.spy.watch                      broadcast: a spy is listening
     TRELLIS_{lattice}_artifacts / _payloads                 object stores: components, big payloads
+    TRELLIS_{lattice}_hosts                                 KV: one record per live host (registry)
 
 Operations are ``ns:pkg/iface@ver#func`` or a root ``func``; NATS tokens cannot hold ``.``,
 ``*``, ``>`` or whitespace, so ``operation_token`` escapes them reversibly (tested).
@@ -171,6 +172,12 @@ def payloads_bucket(lattice: str) -> str:
 def artifacts_bucket(lattice: str) -> str:
     """Object store holding component binaries by ``sha256`` digest."""
     return f"TRELLIS_{lattice}_artifacts"
+
+
+def hosts_bucket(lattice: str) -> str:
+    """KV bucket of the host registry: one record per host (key: host id), put on start and
+    every heartbeat, deleted on a graceful stop (see ``lattice/registry.py``)."""
+    return kv_bucket(lattice, "hosts")
 
 
 def kv_bucket(lattice: str, kind: str) -> str:

@@ -156,6 +156,7 @@ class Outcome:
 async def test_kill_9_of_a_replica_fails_only_calls_in_flight(
     nats_cluster: list[NatsServer], lattice: str, host_procs: HostProcs
 ) -> None:
+    host_procs.env["TRELLIS_HEARTBEAT_INTERVAL"] = "0.5"  # host timeout: 3 × 0.5 s
     victim = host_procs.spawn("h1", nats_cluster[0].url)
     host_procs.spawn("h2", nats_cluster[1].url)
     async with LatticeClient(nats_cluster[2].url, lattice, timeout=5.0) as lc:
@@ -184,7 +185,7 @@ async def test_kill_9_of_a_replica_fails_only_calls_in_flight(
                 tg.create_task(caller(k))
             await asyncio.sleep(1.0)
             victim.send_signal(signal.SIGKILL)
-            killed = time.monotonic()
+            killed, killed_at = time.monotonic(), time.time()
             # long enough for every call in flight at the kill to reach its deadline, and for
             # plenty of calls after it
             await asyncio.sleep(CALL_TIMEOUT + DEADLINE_SLACK + 2.0)
@@ -213,6 +214,12 @@ async def test_kill_9_of_a_replica_fails_only_calls_in_flight(
 
         # hosts answer pings live: the dead one is gone from the list at once
         assert [h.host_id for h in await lc.ping_hosts(timeout=1.0)] == ["h2"]
+        # the host list comes from heartbeats: the dead host left it once its heartbeat timeout
+        # passed (seconds ago), and only `include_stale` still shows it, as stale
+        assert [h.host_id for h in await lc.list_hosts()] == ["h2"]
+        dead = {h.host_id: h for h in await lc.list_hosts(include_stale=True)}["h1"]
+        assert dead.timeout == 1.5 and dead.is_stale() and dead.age() > dead.timeout
+        assert dead.last_seen <= killed_at  # nothing wrote its record after the kill
 
 
 # -- (c) NATS restart under a running host ---------------------------------------------------
@@ -253,5 +260,10 @@ async def test_host_survives_a_nats_restart(
                     await asyncio.sleep(0.1)
             assert host.poll() is None, procs.log("h1")
             assert [h.host_id for h in await lc.ping_hosts(timeout=1.0)] == ["h1"]
+            # the host registry (memory storage) did not survive the restart: the host writes
+            # its record again on reconnect and every heartbeat, recreating the bucket
+            async with asyncio.timeout(10.0):
+                while [h.host_id for h in await lc.list_hosts()] != ["h1"]:
+                    await asyncio.sleep(0.1)
     finally:
         procs.close()
