@@ -163,6 +163,32 @@ class NoSuchComponent(InvocationError, LookupError):
         )
 
 
+class LinkError(InvocationError):
+    """A component called an import whose link is missing or whose target cannot serve."""
+
+
+class NoLink(LinkError, LookupError):
+    """The import has no link: raised at once, never after a wait."""
+
+    def __init__(self, component: str, function: str, link_name: str) -> None:
+        self.link_name = link_name
+        package = function.split("/", 1)[0]
+        super().__init__(
+            component, function,
+            f"no link named {link_name!r} for this import (bind it: `trellis link put "
+            f"{component} PROVIDER_OR_COMPONENT_ID {package} --interface …"
+            f"{'' if link_name == 'default' else ' --name ' + link_name}`)",
+        )
+
+
+class LinkTargetUnavailable(LinkError):
+    """The link's target (a provider or component) did not answer before the deadline."""
+
+    def __init__(self, component: str, function: str, target: str, detail: str) -> None:
+        self.target = target
+        super().__init__(component, function, f"link target {target!r} unavailable: {detail}")
+
+
 class RemoteInvocationError(InvocationError):
     """A host executed (or refused) the call and answered with an error.
 

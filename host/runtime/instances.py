@@ -577,7 +577,9 @@ class InstanceManager:
         self.stats.errors += 1
         if isinstance(failure, HostImportFailed):
             cause = failure.cause
-            if isinstance(cause, (DeadlineExceeded, asyncio.CancelledError)):
+            # Typed failures of the import itself (no link, deadline, a remote target's
+            # error) reach the caller as they are; anything else is a trap it caused.
+            if isinstance(cause, (InvocationError, asyncio.CancelledError)):
                 return cause
             err = GuestTrap(self.component.name, fn.key, str(failure))
             err.__cause__ = cause

@@ -27,7 +27,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,13 +102,18 @@ class Runtime:
         *,
         name: str | None = None,
         config: ComponentConfig | None = None,
-        imports: HostImports | None = None,
+        imports: HostImports | Callable[[CompiledComponent], HostImports] | None = None,
         progress: Progress | None = None,
     ) -> Component:
-        """Load (compile or fetch from cache) and prepare a component. Blocking."""
+        """Load (compile or fetch from cache) and prepare a component. Blocking.
+
+        ``imports`` defaults to the runtime's; a callable gets the compiled component (its
+        world) and returns them, as the host does to give each import its link dispatcher."""
         self._check_open()
         compiled = load_component(self.engine, source, cache=self.cache, name=name,
                                   progress=progress)
+        if callable(imports):
+            imports = imports(compiled)
         return Component(self, compiled, config or ComponentConfig(), imports or self.imports)
 
     async def load_async(self, source: str | Path | bytes, **kwargs: Any) -> Component:
