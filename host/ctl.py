@@ -34,8 +34,11 @@ from ..lattice.models import (
     StopHost,
 )
 from .config import RESERVED_LABEL_PREFIX, check_label_key
+from .links import linked_imports
 from .rpc import Served
+from .runtime.imports import HostImports
 from .runtime.instances import InstancePolicy, Limits
+from .runtime.loader import CompiledComponent
 from .runtime.runtime import Component, ComponentConfig
 
 if TYPE_CHECKING:
@@ -244,12 +247,19 @@ class CtlServer:
             limits=Limits(lim.timeout, lim.fuel,
                           None if lim.max_memory_mib is None else lim.max_memory_mib << 20),
         )
+        cid, links = req.component_id, self.host.links
+
+        def imports(compiled: CompiledComponent) -> HostImports:
+            # Imports that are not WASI go through the host's links (host/links.py).
+            return linked_imports(cid, compiled.world, links, runtime.imports)
+
         if req.image is None:  # rescale: same code, new policy and limits
             assert served is not None
             compiled = served.component.compiled
-            return await asyncio.to_thread(Component, runtime, compiled, config, runtime.imports)
+            return await asyncio.to_thread(Component, runtime, compiled, config,
+                                           imports(compiled))
         source = await self._fetch(req.image)
-        comp = await runtime.load_async(source, name=req.component_id, config=config)
+        comp = await runtime.load_async(source, name=cid, config=config, imports=imports)
         if req.image.startswith(SHA_PREFIX) and comp.compiled.ref != req.image:
             raise CtlError(f"artifact {req.image} holds {comp.compiled.ref}; refusing it")
         return comp

@@ -64,6 +64,7 @@ from ..lattice.models import (
 from ..lattice.registry import HostRecord, HostRegistry
 from .config import HostConfig, HostIdSlot
 from .ctl import CtlServer
+from .links import LinkRouter
 from .rpc import RpcServer
 from .runtime.runtime import Runtime
 from .telemetry import InvocationTelemetry
@@ -141,6 +142,8 @@ class Host:
         self._record_task: asyncio.Task[None] | None = None
         self._record_wanted = False
         self._registry_failing = False
+        self.links = LinkRouter()
+        """Current link targets of this host's components (see host/links.py)."""
 
     # -- accessors -------------------------------------------------------------------------------
 
@@ -223,6 +226,7 @@ class Host:
         if self._runtime is None:
             self._runtime = Runtime(cache_dir=self.config.cache_dir,
                                     tracer_provider=self._tracer_provider)
+        self._runtime.host_loop.bind(asyncio.get_running_loop())  # providers run here
         self._rpc = RpcServer(self._nc, self.lattice, self.host_id)
         self._rpc.telemetry = InvocationTelemetry(self._nc, self.lattice, self.host_id,
                                                   self._rpc.served, self._meter_provider)

@@ -175,7 +175,7 @@ class NoLink(LinkError, LookupError):
         package = function.split("/", 1)[0]
         super().__init__(
             component, function,
-            f"no link named {link_name!r} for this import (bind it: `trellis link put "
+            f"import {function} has no link named {link_name!r} (bind it: `trellis link put "
             f"{component} PROVIDER_OR_COMPONENT_ID {package} --interface …"
             f"{'' if link_name == 'default' else ' --name ' + link_name}`)",
         )
@@ -210,6 +210,12 @@ class RemoteInvocationError(InvocationError):
 
 class RemoteTrap(RemoteInvocationError, GuestTrap):
     backtrace = ""
+
+
+class RemoteNoLink(RemoteInvocationError, NoLink):
+    """The component ran on another host and called an import that has no link there."""
+
+    link_name = ""
 
 
 class RemoteDeadlineExceeded(RemoteInvocationError, DeadlineExceeded):

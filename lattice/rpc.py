@@ -54,6 +54,7 @@ from .errors import (
     InvocationError,
     InvocationTimeout,
     LatticeUnavailableError,
+    NoLink,
     NoSuchComponent,
     RemoteArgumentError,
     RemoteCapacityTimeout,
@@ -61,6 +62,7 @@ from .errors import (
     RemoteFunctionNotFound,
     RemoteInvocationError,
     RemoteLimitExceeded,
+    RemoteNoLink,
     RemoteTrap,
     ResourceLimitExceeded,
     WitValueError,
@@ -86,6 +88,7 @@ KIND_LIMIT = "limit"
 KIND_CAPACITY = "capacity"
 KIND_NO_FUNCTION = "no_such_function"
 KIND_NO_COMPONENT = "no_such_component"
+KIND_NO_LINK = "no_link"
 KIND_BAD_REQUEST = "bad_request"
 KIND_STOPPED = "stopped"
 KIND_FAILED = "failed"
@@ -93,6 +96,7 @@ KIND_INTERNAL = "internal"
 
 _REMOTE_TYPES: dict[str, type[RemoteInvocationError]] = {
     KIND_TRAP: RemoteTrap,
+    KIND_NO_LINK: RemoteNoLink,
     KIND_DEADLINE: RemoteDeadlineExceeded,
     KIND_LIMIT: RemoteLimitExceeded,
     KIND_CAPACITY: RemoteCapacityTimeout,
@@ -108,6 +112,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     """The wire kind of a server-side failure, and the message to send (without the
     ``component function:`` prefix the caller adds back)."""
     detail = exc.detail if isinstance(exc, InvocationError) else str(exc)
+    if isinstance(exc, NoLink):
+        return KIND_NO_LINK, detail
     if isinstance(exc, GuestTrap):
         return KIND_TRAP, detail
     if isinstance(exc, DeadlineExceeded):

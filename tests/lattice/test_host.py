@@ -35,6 +35,7 @@ from trellis.lattice.errors import (
     CtlRequestFailed,
     HostNotFound,
     LatticeUnavailableError,
+    NoLink,
     NoSuchComponent,
     RemoteInvocationError,
     ScaleFailed,
@@ -303,8 +304,12 @@ async def test_scale_failures_carry_the_reason(hosts: Hosts, lc: LatticeClient, 
     assert err.value.host_id == "theta"
     failed = await events.wait_for("component_scale_failed", component_id="ghost")
     assert "not in lattice" in failed["data"]["reason"]
-    with pytest.raises(ScaleFailed, match="test:host/clock"):
-        await lc.start_component(write(tmp_path, "nap.wat", NAP), "nap", host_id="theta")
+    # An import nothing serves here is link-bound: the component starts, and a call fails
+    # at once with the typed error naming the import and the link.
+    await lc.start_component(write(tmp_path, "nap.wat", NAP), "nap", host_id="theta")
+    with pytest.raises(NoLink, match="test:host/clock.*'default'"):
+        await lc.call("nap", "nap", 1, timeout=10)
+    await lc.stop_component("nap", host_id="theta")
     with pytest.raises(ScaleFailed, match="cannot load"):
         await lc.start_component(write(tmp_path, "bad.wasm", "garbage"), "bad", host_id="theta")
     assert (await lc.get_inventory("theta")).components == []
