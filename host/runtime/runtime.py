@@ -15,7 +15,9 @@ yields at the next epoch tick: one that has not finished by then moves, suspende
 thread (``asynccall.py``). Everything else waits for an instance slot on the loop (with the
 call's deadline) and runs on a worker thread, where ctypes releases the GIL so calls of
 different instances execute in parallel. Host imports of an inline call run on the loop
-thread, so they must not block.
+thread, so they must not block; an import that waits (a provider talking to NATS or Redis)
+is a coroutine instead, and the component then runs through ``bridged.py``: suspended on the
+loop while the coroutine runs, with no thread per waiting call.
 
 Error handling: every failure is a ``TrellisError`` subclass (see ``lattice/errors.py``); a
 trap discards the instance's Store, never the component.
