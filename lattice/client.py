@@ -52,6 +52,7 @@ from .errors import (
     ScaleFailed,
     WitValueError,
 )
+from .links import ConfigDef, LinkDef, LinkStore
 from .models import (
     CtlReply,
     HostInfo,
@@ -305,6 +306,45 @@ class LatticeClient:
         store = ArtifactStore(self.nc.jetstream(), self.lattice)
         return await store.put(data, name=name, timeout=timeout)
 
+    # -- links and named config (lattice/links.py) ----------------------------------------------
+
+    def link_store(self) -> LinkStore:
+        """The lattice's links and named config, with this client's deadline."""
+        return LinkStore(self.nc, self.lattice, timeout=self.timeout)
+
+    async def put_link(self, link: LinkDef, *, timeout: float | None = None) -> None:
+        """Store ``link``, replacing the one with the same source, package and name; hosts
+        running the source rebind within a second."""
+        await self.link_store().put_link(link, timeout=timeout)
+
+    async def get_link(self, source_id: str, package: str, name: str = "default", *,
+                       timeout: float | None = None) -> LinkDef | None:
+        return await self.link_store().get_link(source_id, package, name, timeout=timeout)
+
+    async def del_link(self, source_id: str, package: str, name: str = "default", *,
+                       timeout: float | None = None) -> bool:
+        """Remove the link of ``source_id`` for ``package`` (``ns:pkg``); ``False`` if none."""
+        return await self.link_store().del_link(source_id, package, name, timeout=timeout)
+
+    async def list_links(self, source_id: str | None = None, *,
+                         timeout: float | None = None) -> list[LinkDef]:
+        return await self.link_store().list_links(source_id, timeout=timeout)
+
+    async def put_config(self, name: str, values: dict[str, str], *,
+                         timeout: float | None = None) -> None:
+        """Create or replace a named config (links refer to it by name)."""
+        await self.link_store().put_config(name, values, timeout=timeout)
+
+    async def get_config(self, name: str, *, timeout: float | None = None
+                         ) -> dict[str, str] | None:
+        return await self.link_store().get_config(name, timeout=timeout)
+
+    async def del_config(self, name: str, *, timeout: float | None = None) -> bool:
+        return await self.link_store().del_config(name, timeout=timeout)
+
+    async def list_configs(self, *, timeout: float | None = None) -> list[ConfigDef]:
+        return await self.link_store().list_configs(timeout=timeout)
+
     # -- calls -----------------------------------------------------------------------------------
 
     async def describe(self, component_id: str, *, timeout: float | None = None,
@@ -361,7 +401,10 @@ class LatticeClient:
         started = time.monotonic()
         name, raw = (wave.parse_call(function) if args is None and "(" in function
                      else (function, None))
-        exports = await self.describe(component_id, timeout=budget)
+        digest = self._digest_of.get(component_id)
+        exports = self._sigs.get(digest) if digest else None  # describe()'s cache, inline
+        if exports is None:
+            exports = await self.describe(component_id, timeout=budget)
         memo = (self._digest_of.get(component_id, ""), name)
         key = self._keys.get(memo) or ""
         if not key:

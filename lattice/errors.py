@@ -273,3 +273,35 @@ class ScaleFailed(LatticeError):
     def __init__(self, component: str, host_id: str, reason: str) -> None:
         self.component, self.host_id, self.reason = component, host_id, reason
         super().__init__(f"cannot scale {component} on host {host_id}: {reason}")
+
+
+# -- links and named config (lattice/links.py) ---------------------------------------------------
+
+
+class LinkStoreUnavailable(LatticeUnavailableError):
+    """NATS or JetStream failed while reading or writing links / named config; the NATS error
+    is ``__cause__``. (``url`` is empty: the store does not know which server answered.)"""
+
+    def __init__(self, action: str, lattice: str, detail: str) -> None:
+        self.action, self.lattice, self.detail, self.url = action, lattice, detail, ""
+        LatticeError.__init__(
+            self, f"cannot {action} in the link store of lattice {lattice!r}: {detail}")
+
+
+class LinkStoreTimeout(LinkStoreUnavailable, TimeoutError):
+    def __init__(self, action: str, lattice: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(action, lattice, f"not done within {timeout:g}s (check the NATS "
+                         "connection and that JetStream is healthy)")
+
+
+class ConfigNotFound(LatticeError, LookupError):
+    """A link names a config (``--source-config`` / ``--target-config``) that does not exist."""
+
+    def __init__(self, name: str, lattice: str, link: str = "") -> None:
+        self.name, self.lattice, self.link = name, lattice, link
+        used = f" (link {link} refers to it)" if link else ""
+        super().__init__(
+            f"no named config {name!r} on lattice {lattice!r}{used}; create it with "
+            f"`trellis config put {name} KEY=VALUE …`"
+        )

@@ -16,6 +16,8 @@ carries the lattice, so several lattices share one NATS deployment.
     trellis.ctl.v1.{lattice}.spy.watch                      broadcast: a spy is listening
     TRELLIS_{lattice}_artifacts / _payloads                 object stores: components, big payloads
     TRELLIS_{lattice}_hosts                                 KV: one record per live host (registry)
+    TRELLIS_{lattice}_links / _config                       KV: links and named config (links.py)
+    trellis.prov.{lattice}.{provider}.call                  provider interface calls (queue group)
 
 Operations are ``ns:pkg/iface@ver#func`` or a root ``func``; NATS tokens cannot hold ``.``,
 ``*``, ``>`` or whitespace, so ``operation_token`` escapes them reversibly (tested).
@@ -180,6 +182,32 @@ def hosts_bucket(lattice: str) -> str:
     return kv_bucket(lattice, "hosts")
 
 
+def links_bucket(lattice: str) -> str:
+    """KV bucket of links: key ``{source}.{namespace}.{package}.{name}`` (escaped), value a
+    ``LinkDef`` as JSON (see ``lattice/links.py``)."""
+    return kv_bucket(lattice, "links")
+
+
+def config_bucket(lattice: str) -> str:
+    """KV bucket of named config: key = the escaped name, value a ``ConfigDef`` as JSON."""
+    return kv_bucket(lattice, "config")
+
+
 def kv_bucket(lattice: str, kind: str) -> str:
     """KV bucket per kind: ``links``, ``config``, ``hosts``, ``manifests``, ``actors``."""
     return f"TRELLIS_{lattice}_{kind}"
+
+
+# -- providers --------------------------------------------------------------------------------
+
+PROVIDER_PREFIX = "trellis.prov"
+
+
+def provider_call(lattice: str, provider_id: str) -> str:
+    """Calls into a provider's interfaces (queue group ``provider_queue``): whether it runs
+    standalone or inside a host, components on any host reach it here."""
+    return f"{PROVIDER_PREFIX}.{lattice}.{check_token(provider_id, 'provider id')}.call"
+
+
+def provider_queue(lattice: str, provider_id: str) -> str:
+    return f"{lattice}.{provider_id}"

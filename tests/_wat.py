@@ -97,3 +97,275 @@ HOST_VOID = r"""
   (func (export "run") (param "x" u32) (result u32) (canon lift (core func $i "run")))
 )
 """
+
+# Imports wasmCloud's `wasi:keyvalue/store@0.2.0-draft` (just open, [method]bucket.get/set and
+# the types they use) and exports put(id, key, value: list<u8>) -> u32 (0 ok, 1 open failed,
+# 2 set failed) and get(id, key) -> list<u8> (empty when missing or on error). Strings and
+# lists cross through a bump allocator in a separate core instance, so the lowered imports
+# can name its memory before the main module is instantiated.
+KV_DRAFT = r"""
+(component
+  (import "wasi:keyvalue/store@0.2.0-draft" (instance $kv
+    (type $e (variant (case "no-such-store") (case "access-denied") (case "other" string)))
+    (export "error" (type $err (eq $e)))
+    (export "bucket" (type $b (sub resource)))
+    (export "open" (func (param "identifier" string) (result (result (own $b) (error $err)))))
+    (export "[method]bucket.get" (func (param "self" (borrow $b)) (param "key" string)
+      (result (result (option (list u8)) (error $err)))))
+    (export "[method]bucket.set" (func (param "self" (borrow $b)) (param "key" string)
+      (param "value" (list u8)) (result (result (error $err)))))))
+  (alias export $kv "bucket" (type $bucket))
+  (core module $alloc
+    (memory (export "memory") 1)
+    (global $next (mut i32) (i32.const 1024))
+    (func (export "cabi_realloc")
+      (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
+      (local $ptr i32) (local $end i32) (local $have i32)
+      (local.set $ptr
+        (i32.and
+          (i32.add (global.get $next) (i32.sub (local.get $align) (i32.const 1)))
+          (i32.sub (i32.const 0) (local.get $align))))
+      (local.set $end (i32.add (local.get $ptr) (local.get $size)))
+      (local.set $have (i32.shl (memory.size) (i32.const 16)))
+      (if (i32.gt_u (local.get $end) (local.get $have))
+        (then
+          (if (i32.eq
+                (memory.grow
+                  (i32.shr_u
+                    (i32.add (i32.sub (local.get $end) (local.get $have)) (i32.const 0xffff))
+                    (i32.const 16)))
+                (i32.const -1))
+            (then unreachable))))
+      (global.set $next (local.get $end))
+      (local.get $ptr)))
+  (core instance $a (instantiate $alloc))
+  (alias core export $a "memory" (core memory $mem))
+  (alias core export $a "cabi_realloc" (core func $realloc))
+  (core func $open (canon lower (func $kv "open") (memory $mem) (realloc $realloc)))
+  (core func $get (canon lower (func $kv "[method]bucket.get") (memory $mem) (realloc $realloc)))
+  (core func $set (canon lower (func $kv "[method]bucket.set") (memory $mem) (realloc $realloc)))
+  (core func $drop (canon resource.drop $bucket))
+  (core module $m
+    (import "env" "memory" (memory 1))
+    (import "h" "open" (func $open (param i32 i32 i32)))
+    (import "h" "get" (func $get (param i32 i32 i32 i32)))
+    (import "h" "set" (func $set (param i32 i32 i32 i32 i32 i32)))
+    (import "h" "drop" (func $drop (param i32)))
+    ;; result<own<bucket>, error> at 16: tag byte, handle at 20. -1 when open failed.
+    (func $bucket (param $p i32) (param $l i32) (result i32)
+      (call $open (local.get $p) (local.get $l) (i32.const 16))
+      (if (result i32) (i32.load8_u (i32.const 16))
+        (then (i32.const -1)) (else (i32.load (i32.const 20)))))
+    (func (export "put") (param $ip i32) (param $il i32) (param $kp i32) (param $kl i32)
+      (param $vp i32) (param $vl i32) (result i32)
+      (local $h i32)
+      (local.set $h (call $bucket (local.get $ip) (local.get $il)))
+      (if (i32.eq (local.get $h) (i32.const -1)) (then (return (i32.const 1))))
+      ;; result<_, error> at 32
+      (call $set (local.get $h) (local.get $kp) (local.get $kl) (local.get $vp) (local.get $vl)
+        (i32.const 32))
+      (call $drop (local.get $h))
+      (if (result i32) (i32.load8_u (i32.const 32)) (then (i32.const 2)) (else (i32.const 0))))
+    (func (export "get") (param $ip i32) (param $il i32) (param $kp i32) (param $kl i32)
+      (result i32)
+      (local $h i32)
+      ;; the returned list<u8> (ptr, len) at 48; result<option<list<u8>>, error> at 64
+      (i32.store (i32.const 48) (i32.const 0))
+      (i32.store (i32.const 52) (i32.const 0))
+      (local.set $h (call $bucket (local.get $ip) (local.get $il)))
+      (if (i32.ne (local.get $h) (i32.const -1))
+        (then
+          (call $get (local.get $h) (local.get $kp) (local.get $kl) (i32.const 64))
+          (call $drop (local.get $h))
+          (if (i32.and (i32.eqz (i32.load8_u (i32.const 64))) (i32.load8_u (i32.const 68)))
+            (then
+              (i32.store (i32.const 48) (i32.load (i32.const 72)))
+              (i32.store (i32.const 52) (i32.load (i32.const 76)))))))
+      (i32.const 48)))
+  (core instance $h
+    (export "open" (func $open)) (export "get" (func $get)) (export "set" (func $set))
+    (export "drop" (func $drop)))
+  (core instance $env (export "memory" (memory $mem)))
+  (core instance $i (instantiate $m (with "env" (instance $env)) (with "h" (instance $h))))
+  (func (export "put") (param "id" string) (param "key" string) (param "value" (list u8))
+    (result u32)
+    (canon lift (core func $i "put") (memory $mem) (realloc $realloc)))
+  (func (export "get") (param "id" string) (param "key" string) (result (list u8))
+    (canon lift (core func $i "get") (memory $mem) (realloc $realloc)))
+)
+"""
+
+# A bump allocator core module shared by the provider WAT guests below: memory, cabi_realloc and
+# reset (the post-return), instantiated first so `canon lower` can use its memory and realloc.
+_BUMP_ALLOC_INSTANCE = r"""
+  (core module $alloc
+    (memory (export "memory") 1)
+    (global $next (mut i32) (i32.const 1024))
+    (func (export "realloc")
+      (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
+      (local $ptr i32) (local $end i32) (local $have i32)
+      (local.set $ptr
+        (i32.and
+          (i32.add (global.get $next) (i32.sub (local.get $align) (i32.const 1)))
+          (i32.sub (i32.const 0) (local.get $align))))
+      (local.set $end (i32.add (local.get $ptr) (local.get $size)))
+      (local.set $have (i32.shl (memory.size) (i32.const 16)))
+      (if (i32.gt_u (local.get $end) (local.get $have))
+        (then
+          (if (i32.eq
+                (memory.grow
+                  (i32.shr_u
+                    (i32.add (i32.sub (local.get $end) (local.get $have)) (i32.const 0xffff))
+                    (i32.const 16)))
+                (i32.const -1))
+            (then unreachable))))
+      (global.set $next (local.get $end))
+      (local.get $ptr))
+    (func (export "reset") (param i32) (global.set $next (i32.const 1024)))
+    (func (export "reset0") (global.set $next (i32.const 1024))))
+  (core instance $a (instantiate $alloc))
+  (alias core export $a "memory" (core memory $mem))
+  (alias core export $a "realloc" (core func $realloc))
+  (alias core export $a "reset" (core func $reset))
+  (alias core export $a "reset0" (core func $reset0))
+"""
+
+# Imports `wasi:logging/logging@0.1.0-draft` { enum level; log(level, context, message) } and
+# exports log(level: u32, context, message): a pass-through, the level as its enum index.
+WASI_LOGGING = r"""
+(component
+  (import "wasi:logging/logging@0.1.0-draft" (instance $logging
+    (type $lvl (enum "trace" "debug" "info" "warn" "error" "critical"))
+    (export "level" (type $level (eq $lvl)))
+    (export "log" (func (param "level" $level) (param "context" string)
+                        (param "message" string)))))
+""" + _BUMP_ALLOC_INSTANCE + r"""
+  (core func $log (canon lower (func $logging "log") (memory $mem)))
+  (core module $m
+    (import "h" "log" (func $log (param i32 i32 i32 i32 i32)))
+    (import "h" "reset" (func $reset))
+    (func (export "log") (param i32 i32 i32 i32 i32)
+      (call $log (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4))
+      (call $reset)))
+  (core instance $h (export "log" (func $log)) (export "reset" (func $reset0)))
+  (core instance $i (instantiate $m (with "h" (instance $h))))
+  (func (export "log") (param "level" u32) (param "context" string) (param "message" string)
+    (canon lift (core func $i "log") (memory $mem) (realloc $realloc)))
+)
+"""
+
+# Imports the parts of `wasi:blobstore@0.2.0-draft` {types, container, blobstore} it uses, plus
+# the Trellis extension `[method]outgoing-value.outgoing-value-write-body-sync`, and exports
+# create(container) -> result<_, string>, put(container, name, data) -> result<_, string>
+# (new-outgoing-value, write-data, write-body-sync, finish) and
+# get(container, name) -> result<list<u8>, string> (get-data 0..u64::MAX, consume-sync).
+WASI_BLOBSTORE = r"""
+(component
+  (import "wasi:blobstore/types@0.2.0-draft" (instance $types
+    (export "outgoing-value" (type $ov (sub resource)))
+    (export "incoming-value" (type $iv (sub resource)))
+    (export "[static]outgoing-value.new-outgoing-value" (func (result (own $ov))))
+    (export "[method]outgoing-value.outgoing-value-write-body-sync"
+      (func (param "self" (borrow $ov)) (param "data" (list u8)) (result (result (error string)))))
+    (export "[static]outgoing-value.finish"
+      (func (param "this" (own $ov)) (result (result (error string)))))
+    (export "[static]incoming-value.incoming-value-consume-sync"
+      (func (param "this" (own $iv)) (result (result (list u8) (error string)))))))
+  (alias export $types "outgoing-value" (type $ov))
+  (alias export $types "incoming-value" (type $iv))
+  (import "wasi:blobstore/container@0.2.0-draft" (instance $cont
+    (export "outgoing-value" (type $ov2 (eq $ov)))
+    (export "incoming-value" (type $iv2 (eq $iv)))
+    (export "container" (type $c (sub resource)))
+    (export "[method]container.write-data"
+      (func (param "self" (borrow $c)) (param "name" string) (param "data" (borrow $ov2))
+            (result (result (error string)))))
+    (export "[method]container.get-data"
+      (func (param "self" (borrow $c)) (param "name" string) (param "start" u64)
+            (param "end" u64) (result (result (own $iv2) (error string)))))))
+  (alias export $cont "container" (type $container))
+  (import "wasi:blobstore/blobstore@0.2.0-draft" (instance $bs
+    (export "container" (type $c2 (eq $container)))
+    (export "create-container"
+      (func (param "name" string) (result (result (own $c2) (error string)))))
+    (export "get-container"
+      (func (param "name" string) (result (result (own $c2) (error string)))))))
+""" + _BUMP_ALLOC_INSTANCE + r"""
+  (core func $new_ov (canon lower (func $types "[static]outgoing-value.new-outgoing-value")))
+  (core func $write_body (canon lower
+    (func $types "[method]outgoing-value.outgoing-value-write-body-sync")
+    (memory $mem) (realloc $realloc)))
+  (core func $finish (canon lower (func $types "[static]outgoing-value.finish")
+    (memory $mem) (realloc $realloc)))
+  (core func $consume (canon lower
+    (func $types "[static]incoming-value.incoming-value-consume-sync")
+    (memory $mem) (realloc $realloc)))
+  (core func $write_data (canon lower (func $cont "[method]container.write-data")
+    (memory $mem) (realloc $realloc)))
+  (core func $get_data (canon lower (func $cont "[method]container.get-data")
+    (memory $mem) (realloc $realloc)))
+  (core func $create (canon lower (func $bs "create-container") (memory $mem) (realloc $realloc)))
+  (core func $get_c (canon lower (func $bs "get-container") (memory $mem) (realloc $realloc)))
+  (core func $drop_c (canon resource.drop $container))
+  (core module $m
+    (import "h" "memory" (memory 1))
+    (import "h" "new_ov" (func $new_ov (result i32)))
+    (import "h" "write_body" (func $write_body (param i32 i32 i32 i32)))
+    (import "h" "finish" (func $finish (param i32 i32)))
+    (import "h" "consume" (func $consume (param i32 i32)))
+    (import "h" "write_data" (func $write_data (param i32 i32 i32 i32 i32)))
+    (import "h" "get_data" (func $get_data (param i32 i32 i32 i64 i64 i32)))
+    (import "h" "create" (func $create (param i32 i32 i32)))
+    (import "h" "get_c" (func $get_c (param i32 i32 i32)))
+    (import "h" "drop_c" (func $drop_c (param i32)))
+    ;; Every result<T, string> here is laid out alike: tag at +0, payload at +4.
+    (func (export "create") (param i32 i32) (result i32)
+      (call $create (local.get 0) (local.get 1) (i32.const 16))
+      (if (i32.eqz (i32.load8_u (i32.const 16)))
+        (then (call $drop_c (i32.load (i32.const 20)))))
+      (i32.const 16))
+    (func (export "put") (param $cp i32) (param $cl i32) (param $np i32) (param $nl i32)
+                         (param $dp i32) (param $dl i32) (result i32)
+      (local $c i32) (local $ov i32)
+      (call $get_c (local.get $cp) (local.get $cl) (i32.const 16))
+      (if (i32.load8_u (i32.const 16)) (then (return (i32.const 16))))
+      (local.set $c (i32.load (i32.const 20)))
+      (local.set $ov (call $new_ov))
+      (call $write_data (local.get $c) (local.get $np) (local.get $nl) (local.get $ov)
+                        (i32.const 32))
+      (if (i32.load8_u (i32.const 32)) (then (return (i32.const 32))))
+      (call $write_body (local.get $ov) (local.get $dp) (local.get $dl) (i32.const 32))
+      (if (i32.load8_u (i32.const 32)) (then (return (i32.const 32))))
+      (call $finish (local.get $ov) (i32.const 32))
+      (call $drop_c (local.get $c))
+      (i32.const 32))
+    (func (export "get") (param $cp i32) (param $cl i32) (param $np i32) (param $nl i32)
+                         (result i32)
+      (local $c i32)
+      (call $get_c (local.get $cp) (local.get $cl) (i32.const 16))
+      (if (i32.load8_u (i32.const 16)) (then (return (i32.const 16))))
+      (local.set $c (i32.load (i32.const 20)))
+      (call $get_data (local.get $c) (local.get $np) (local.get $nl) (i64.const 0)
+                      (i64.const -1) (i32.const 32))
+      (if (i32.load8_u (i32.const 32)) (then (return (i32.const 32))))
+      (call $consume (i32.load (i32.const 36)) (i32.const 32))
+      (call $drop_c (local.get $c))
+      (i32.const 32)))
+  (core instance $h
+    (export "memory" (memory $mem))
+    (export "new_ov" (func $new_ov)) (export "write_body" (func $write_body))
+    (export "finish" (func $finish)) (export "consume" (func $consume))
+    (export "write_data" (func $write_data)) (export "get_data" (func $get_data))
+    (export "create" (func $create)) (export "get_c" (func $get_c))
+    (export "drop_c" (func $drop_c)))
+  (core instance $i (instantiate $m (with "h" (instance $h))))
+  (func (export "create") (param "container" string) (result (result (error string)))
+    (canon lift (core func $i "create") (memory $mem) (realloc $realloc) (post-return $reset)))
+  (func (export "put") (param "container" string) (param "name" string) (param "data" (list u8))
+    (result (result (error string)))
+    (canon lift (core func $i "put") (memory $mem) (realloc $realloc) (post-return $reset)))
+  (func (export "get") (param "container" string) (param "name" string)
+    (result (result (list u8) (error string)))
+    (canon lift (core func $i "get") (memory $mem) (realloc $realloc) (post-return $reset)))
+)
+"""

@@ -14,7 +14,7 @@ import ctypes
 import hashlib
 import itertools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from wasmtime import WasmtimeError
@@ -22,9 +22,8 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import ResourceAny, ResourceHost
 
 from ...lattice.wit import types as t
-from ...lattice.wit.values import Case, Err, Ok, Resource, Some
-
-Mapper = Callable[[int, Any], Any]
+from ...lattice.wit.resources import Mapper, has_resources, map_resources
+from ...lattice.wit.values import Resource
 
 
 def resource_id(iface: str, name: str) -> int:
@@ -95,68 +94,6 @@ def context_address(context: Any) -> int:
     return ctypes.cast(context, ctypes.c_void_p).value or 0
 
 
-def has_resources(ty: t.WitType | None) -> bool:
-    if ty is None:
-        return False
-    if isinstance(ty, (t.OwnType, t.BorrowType)):
-        return True
-    if isinstance(ty, t.ListType):
-        return has_resources(ty.element)
-    if isinstance(ty, t.OptionType):
-        return has_resources(ty.inner)
-    if isinstance(ty, t.ResultType):
-        return has_resources(ty.ok) or has_resources(ty.err)
-    if isinstance(ty, t.TupleType):
-        return any(has_resources(e) for e in ty.elements)
-    if isinstance(ty, t.RecordType):
-        return any(has_resources(f) for _, f in ty.fields)
-    if isinstance(ty, t.VariantType):
-        return any(has_resources(c) for _, c in ty.cases)
-    return False
-
-
-def _walk(ty: t.WitType | None, leaf: Callable[[t.OwnType | t.BorrowType], Mapper]) -> Mapper:
-    """A function rewriting the resource leaves of a value of type ``ty`` (identity elsewhere)."""
-    if ty is None or not has_resources(ty):
-        return lambda _ctx, v: v
-    if isinstance(ty, (t.OwnType, t.BorrowType)):
-        return leaf(ty)
-    if isinstance(ty, t.ListType):
-        el = _walk(ty.element, leaf)
-        return lambda ctx, v: [el(ctx, x) for x in v]
-    if isinstance(ty, t.OptionType):
-        inner = _walk(ty.inner, leaf)
-        nested = isinstance(ty.inner, t.OptionType)
-
-        def option(ctx: int, v: Any) -> Any:
-            if v is None:
-                return None
-            if nested and isinstance(v, Some):
-                return Some(inner(ctx, v.value))
-            return inner(ctx, v)
-        return option
-    if isinstance(ty, t.ResultType):
-        ok, err = _walk(ty.ok, leaf), _walk(ty.err, leaf)
-
-        def result(ctx: int, v: Any) -> Any:
-            if isinstance(v, Err):
-                return Err(err(ctx, v.value))
-            if isinstance(v, Ok):
-                return Ok(ok(ctx, v.value))
-            return Ok(ok(ctx, v))  # a provider may return the ok value bare
-        return result
-    if isinstance(ty, t.TupleType):
-        els = [_walk(e, leaf) for e in ty.elements]
-        return lambda ctx, v: tuple(f(ctx, x) for f, x in zip(els, v, strict=True))
-    if isinstance(ty, t.RecordType):
-        fields = [(n, _walk(f, leaf)) for n, f in ty.fields]
-        return lambda ctx, v: {n: f(ctx, v[n]) for n, f in fields}
-    if isinstance(ty, t.VariantType):
-        cases = {n: _walk(c, leaf) for n, c in ty.cases}
-        return lambda ctx, v: Case(v.name, cases[v.name](ctx, v.value))
-    raise TypeError(f"unexpected WIT type {ty!r}")
-
-
 def lifting(ty: t.WitType, table: ResourceTable = TABLE) -> Mapper | None:
     """Guest → provider: handles become the provider's objects. ``None`` if nothing to do."""
     if not has_resources(ty):
@@ -169,7 +106,7 @@ def lifting(ty: t.WitType, table: ResourceTable = TABLE) -> Mapper | None:
                 raise WasmtimeError(f"expected a resource handle, got {type(v).__name__}")
             return table.get(ctx, handle.to_host(StoreShim(ctx)).rep)  # type: ignore[arg-type]
         return to_object
-    return _walk(ty, leaf)
+    return map_resources(ty, leaf)
 
 
 def lowering(ty: t.WitType, ids: Mapping[str, int], table: ResourceTable = TABLE) -> Mapper | None:
@@ -189,4 +126,4 @@ def lowering(ty: t.WitType, ids: Mapping[str, int], table: ResourceTable = TABLE
                 return obj
             return Resource(rt.resource, ResourceHost.own(table.add(ctx, obj), type_id), None)
         return to_handle
-    return _walk(ty, leaf)
+    return map_resources(ty, leaf)
