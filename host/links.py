@@ -26,11 +26,11 @@ from typing import Any
 
 from ..lattice.errors import NoLink
 from ..lattice.wit import types as t
-from ..providers.sdk import Link, unversioned
-from .runtime.imports import NATIVE_WASI, HostImports, resource_class
+from ..providers.sdk import Link, resolve_call, unversioned
+from .runtime.imports import NATIVE_WASI, HostImports
 
-RemoteCall = Callable[..., Awaitable[Any]]
-"""``await call(import_name, function, args)`` for a target across the lattice."""
+RemoteCall = Callable[[t.InterfaceType, str, tuple[Any, ...]], Awaitable[Any]]
+"""``await call(interface, function, args)`` for a target across the lattice."""
 
 
 @dataclass
@@ -84,10 +84,6 @@ class LinkRouter:
             return iter(list(self._targets.items()))
 
 
-def _snake(name: str) -> str:
-    return name.replace("-", "_").replace(".", "_")
-
-
 class _Dispatch(Mapping[str, Callable[..., Any]]):
     """The functions of one imported interface, each forwarding to the current target."""
 
@@ -111,28 +107,13 @@ class _Dispatch(Mapping[str, Callable[..., Any]]):
         key = unversioned(iface.name)
         short = iface.name.split("/", 1)[1]  # "store@0.2.0-draft": what providers are asked
         qualified = f"{iface.name}#{fname}"
-        kind, res, member = "func", "", fname
-        if fname.startswith("["):
-            kind, _, rest = fname[1:].partition("]")
-            res, _, member = rest.partition(".")
-
         async def call(*args: Any) -> Any:
             target = router.lookup(component_id, key, link_name)
             if target is None:
                 raise NoLink(component_id, qualified, link_name)
             if target.remote is not None:
-                return await target.remote(iface.name, fname, args)
-            impl = target.impl_for(short)
-            if kind == "method":
-                fn = getattr(args[0], _snake(member))  # the provider's own resource object
-                args = args[1:]
-            elif kind in ("static", "constructor"):
-                cls = resource_class(impl, res)
-                fn = cls if kind == "constructor" else getattr(cls, _snake(member))
-            elif isinstance(impl, Mapping):
-                fn = impl[fname]
-            else:
-                fn = getattr(impl, _snake(fname))
+                return await target.remote(iface, fname, args)
+            fn, args = resolve_call(target.impl_for(short), fname, args)
             out = fn(*args)
             if inspect.isawaitable(out):
                 out = await out
@@ -152,6 +133,6 @@ def linked_imports(component_id: str, world: t.WorldType, router: LinkRouter,
     """The imports of one component: ``static`` plus a dispatcher per linkable interface."""
     imports = static.copy()
     for iface in world.imports:
-        if linkable(iface.name, static):
+        if iface.functions and linkable(iface.name, static):
             imports.register(iface.name, _Dispatch(component_id, iface, router, link_name))
     return imports

@@ -139,3 +139,40 @@ class Provider:
 def unversioned(interface: str) -> str:
     """``wasi:keyvalue/store@0.2.0-draft`` → ``wasi:keyvalue/store``."""
     return interface.split("@", 1)[0]
+
+
+def _snake(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
+def resource_class(impl: Any, resource: str) -> Any | None:
+    """The class implementing ``resource``: ``impl.resources[name]``, else the attribute named
+    in CamelCase (``outgoing-value`` → ``OutgoingValue``)."""
+    table = getattr(impl, "resources", None)
+    if isinstance(table, Mapping) and resource in table:
+        return table[resource]
+    return getattr(impl, "".join(p.capitalize() for p in resource.split("-")), None)
+
+
+def resolve_call(impl: Any, function: str, args: tuple[Any, ...]
+                 ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """The callable serving WIT ``function`` on ``impl``, and the arguments to give it:
+    ``f`` → ``impl.f``; ``[method]r.f`` → the resource object's ``f`` (the object is
+    ``args[0]``); ``[static]r.f`` → ``R.f``; ``[constructor]r`` → ``R``; a mapping is looked up
+    by the WIT name. Raises ``LookupError`` naming what is missing."""
+    if isinstance(impl, Mapping):
+        fn = impl.get(function)
+    elif function.startswith("["):
+        kind, _, rest = function[1:].partition("]")
+        res, _, member = rest.partition(".")
+        if kind == "method":
+            fn = getattr(args[0], _snake(member), None) if args else None
+            args = args[1:]
+        else:
+            cls = resource_class(impl, res)
+            fn = cls if kind == "constructor" else getattr(cls, _snake(member), None)
+    else:
+        fn = getattr(impl, _snake(function), None)
+    if not callable(fn):
+        raise LookupError(f"the provider implements no {function!r} ({type(impl).__name__})")
+    return fn, args

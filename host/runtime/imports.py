@@ -27,6 +27,7 @@ from wasmtime import component as wc
 
 from ...lattice.errors import UnsatisfiedImports
 from ...lattice.wit import types as t
+from ...providers.sdk import resource_class
 from . import hostcalls
 from .convert import make_lifter, make_lowerer
 from .hostcalls import HostLoop
@@ -86,15 +87,6 @@ def _snake(name: str) -> str:
     return name.replace("-", "_").replace(".", "_")
 
 
-def resource_class(impl: Any, resource: str) -> Any | None:
-    """The class implementing ``resource``: ``impl.resources[name]``, else the attribute named
-    in CamelCase (``outgoing-value`` → ``OutgoingValue``)."""
-    table = getattr(impl, "resources", None)
-    if isinstance(table, Mapping) and resource in table:
-        return table[resource]
-    return getattr(impl, "".join(p.capitalize() for p in resource.split("-")), None)
-
-
 def _function_for(impl: Any, wit_name: str) -> HostFunction | None:
     """``f`` → ``impl.f``; ``[method]r.f`` → ``R.f`` (called with the resource object first);
     ``[static]r.f`` → ``R.f``; ``[constructor]r`` → ``R`` itself. A mapping is looked up by
@@ -128,7 +120,9 @@ def plan_imports(
     unsatisfied: list[str] = []
     for iface in component.world.imports:
         impl = imports.find(iface.name)
-        if impl is not None:
+        if not iface.functions and not iface.resources:
+            plan[iface.name] = "types"  # only types (records, variants…): nothing to provide
+        elif impl is not None:
             absent = [f for f in iface.functions if _function_for(impl, f) is None]
             unsatisfied += [f"{iface.name}#{f}" for f in absent]
             plan[iface.name] = "python"
@@ -305,6 +299,9 @@ def build_linker(
             how = plan[iface.name]
             if how == "native" or (how == "trap" and missing != "trap"):
                 continue
+            if how == "types":
+                with root.add_instance(iface.name):
+                    continue
             # "python": the registered implementation; "trap": stubs that trap when called
             # (wasmtime's define_unknown_imports_as_traps would also shadow native WASI
             # reached through semver matching, so we define the stubs ourselves).

@@ -104,8 +104,8 @@ async def test_remote_target_and_static_imports_win(tmp_path: Path) -> None:
     router = LinkRouter()
     seen: list[tuple[str, str, tuple[Any, ...]]] = []
 
-    async def remote(import_name: str, function: str, args: tuple[Any, ...]) -> Any:
-        seen.append((import_name, function, args))
+    async def remote(iface: Any, function: str, args: tuple[Any, ...]) -> Any:
+        seen.append((iface.name, function, args))
         return args[0] + 1
 
     static = HostImports()
