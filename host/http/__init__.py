@@ -1,0 +1,1 @@
+"""HTTP: serving wasi:http/proxy components (trellis serve) and the wasi:io/wasi:http host side."""
