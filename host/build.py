@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -147,6 +147,7 @@ def source_digest(
     world: str | None = None,
     export_names: Mapping[str, str] | None = None,
     tool_version: str,
+    wit_deps: Sequence[Path] = (),
 ) -> str:
     """Hex digest of every input of a build; equal digests mean interchangeable components."""
     src = src.resolve()
@@ -156,6 +157,10 @@ def source_digest(
     lines += [f"export-name\0{k}\0{v}" for k, v in sorted((export_names or {}).items())]
     lines += [f"py\0{rel.as_posix()}\0{_file_digest(src / rel)}" for rel in _app_files(src, wit)]
     lines += [f"wit\0{rel.as_posix()}\0{_file_digest(wit_root / rel)}" for rel in _wit_files(wit)]
+    for dep in wit_deps:  # staged as wit/deps/<name>/…: hashed under that same relative path
+        dep = Path(dep).resolve()
+        lines += [f"wit\0deps/{dep.name}/{rel.as_posix()}\0{_file_digest(dep / rel)}"
+                  for rel in _wit_files(dep)]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -226,15 +231,18 @@ def build_python_component(
     progress: Callable[[str], None] | None = None,
     export_names: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    wit_deps: Sequence[Path] = (),
 ) -> Path:
     """Build the guest in directory ``src`` (its ``app.py`` plus WIT) and return the component.
 
     ``wit`` defaults to ``src/wit``; ``world`` to the WIT package's only world. ``export_names``
     maps exported interfaces to Python module names (componentize-py
     ``--export-interface-name``), needed when an interface is named like a stdlib module, as
-    ``types`` is. The returned path is in the shared cache (treat it as read-only) unless
-    ``out`` is given, in which case the component is copied there. ``progress`` receives
-    human-readable status lines.
+    ``types`` is. ``wit_deps`` are WIT package directories (e.g. from spin-sdk's installed
+    ``wit/deps``) staged as ``deps/<dir name>`` next to the guest's own WIT, so standard WIT is
+    never copied into the repository; they count in the digest. The returned path is in the
+    shared cache (treat it as read-only) unless ``out`` is given, in which case the component
+    is copied there. ``progress`` receives human-readable status lines.
     """
     say = progress or (lambda _line: None)
     src = Path(src)
@@ -246,11 +254,18 @@ def build_python_component(
     wit = Path(wit) if wit is not None else src / "wit"
     if not wit.exists():
         raise BuildError(source, f"no WIT at {_display(wit)}")
+    wit_deps = [Path(d) for d in wit_deps]
+    for dep in wit_deps:
+        if not dep.is_dir():
+            raise BuildError(source, f"WIT dependency {_display(dep)} is not a directory")
+    if wit_deps and not wit.is_dir():
+        raise BuildError(source, "wit_deps need a WIT directory, not a single file")
 
     exe = find_componentize_py()
     version = _componentize_py_version(exe)
     digest = source_digest(
-        src, wit=wit, world=world, export_names=export_names, tool_version=version
+        src, wit=wit, world=world, export_names=export_names, tool_version=version,
+        wit_deps=wit_deps,
     )
     cache = guest_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
@@ -272,9 +287,24 @@ def build_python_component(
         say(f"building {source} with componentize-py (≈10 s)…")
         started = time.monotonic()
         deadline = started + timeout
-        _run_componentize(exe, src, wit, world, export_names, target, deadline, source)
+        with _staged_wit(wit, wit_deps) as staged:
+            _run_componentize(exe, src, staged, world, export_names, target, deadline, source)
         say(f"built {target} in {time.monotonic() - started:.1f} s")
     return _deliver(target, out)
+
+
+@contextlib.contextmanager
+def _staged_wit(wit: Path, deps: Sequence[Path]) -> Iterator[Path]:
+    """``wit`` itself, or with ``deps`` a scratch copy of it plus ``deps/<name>`` copies."""
+    if not deps:
+        yield wit
+        return
+    with tempfile.TemporaryDirectory(prefix="trellis-wit-") as scratch:
+        staged = Path(scratch) / "wit"
+        shutil.copytree(wit, staged, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+        for dep in deps:
+            shutil.copytree(dep, staged / "deps" / dep.name, dirs_exist_ok=True)
+        yield staged
 
 
 def _run_componentize(

@@ -271,9 +271,10 @@ def compile(ctx: click.Context, file: Path) -> None:  # noqa: A001 - the verb us
 def _register_lattice_commands() -> None:
     from .cli_lattice import COMMANDS
     from .cli_links import COMMANDS as LINK_COMMANDS
+    from .cli_providers import COMMANDS as PROVIDER_COMMANDS
     from .cli_spy import spy
 
-    for cmd in (*COMMANDS, *LINK_COMMANDS):
+    for cmd in (*COMMANDS, *LINK_COMMANDS, *PROVIDER_COMMANDS):
         main.add_command(cmd)
     main.add_command(spy)
 

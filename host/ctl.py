@@ -31,8 +31,11 @@ from ..lattice.models import (
     LabelChange,
     LabelKey,
     ScaleComponent,
+    StartProvider,
     StopHost,
+    StopProvider,
 )
+from ..providers.sdk import ProviderError
 from .config import RESERVED_LABEL_PREFIX, check_label_key
 from .links import linked_imports
 from .rpc import Served
@@ -88,6 +91,8 @@ class CtlServer:
             subjects.label_put(lat, hid): ("label.put", self.label_put),
             subjects.label_del(lat, hid): ("label.del", self.label_del),
             subjects.component_scale(lat, hid): ("component.scale", self.scale),
+            subjects.provider_start(lat, hid): ("provider.start", self.provider_start),
+            subjects.provider_stop(lat, hid): ("provider.stop", self.provider_stop),
         }
         self.subs: list[Subscription] = []
         self._locks: dict[str, asyncio.Lock] = {}
@@ -238,6 +243,34 @@ class CtlServer:
                 return
             event["seconds"] = round(time.monotonic() - started, 3)
             await self.host.publish_event("component_scaled", event)
+
+    async def provider_start(self, data: bytes) -> CtlReply[Any]:
+        req = parse(StartProvider, data, "provider.start")
+        config: dict[str, str] = {}
+        if req.config:
+            from ..lattice.links import LinkStore
+
+            found = await LinkStore(self.host.nc, self.host.lattice).get_config(req.config)
+            if found is None:
+                raise CtlError(f"no config named {req.config!r} (create it: `trellis config "
+                               f"put {req.config} key=value …`)")
+            config = found
+        try:
+            hp = await self.host.providers.start(req.provider_id, req.name, config=config,
+                                                 config_name=req.config,
+                                                 standalone=req.standalone)
+        except ProviderError as exc:
+            await self.host.publish_event("provider_start_failed", {
+                "provider_id": req.provider_id, "name": req.name, "reason": str(exc)})
+            raise CtlError(str(exc)) from None
+        return CtlReply.ok(hp.describe(), f"provider {req.provider_id} ({req.name}) started "
+                                          f"on {self.host.host_id}")
+
+    async def provider_stop(self, data: bytes) -> CtlReply[Any]:
+        req = parse(StopProvider, data, "provider.stop")
+        if not await self.host.providers.stop(req.provider_id):
+            raise CtlError(f"provider {req.provider_id!r} does not run on {self.host.host_id}")
+        return CtlReply.ok(None, f"provider {req.provider_id} stopped")
 
     async def _component(self, req: ScaleComponent, served: Served | None) -> Component:
         runtime = self.host.runtime

@@ -62,9 +62,12 @@ from ..lattice.models import (
     event_type,
 )
 from ..lattice.registry import HostRecord, HostRegistry
+from ..lattice.rpc import RpcCaller
+from .binder import LinkBinder
 from .config import HostConfig, HostIdSlot
 from .ctl import CtlServer
 from .links import LinkRouter
+from .providers import ProviderManager
 from .rpc import RpcServer
 from .runtime.runtime import Runtime
 from .telemetry import InvocationTelemetry
@@ -144,6 +147,9 @@ class Host:
         self._registry_failing = False
         self.links = LinkRouter()
         """Current link targets of this host's components (see host/links.py)."""
+        self.providers = ProviderManager(self, on_change=self._provider_changed)
+        self.binder = LinkBinder(self)
+        self._rpc_caller: RpcCaller | None = None
 
     # -- accessors -------------------------------------------------------------------------------
 
@@ -164,6 +170,29 @@ class Host:
         if self._runtime is None:
             raise RuntimeError("Host is not started")
         return self._runtime
+
+    @property
+    def rpc_caller(self) -> RpcCaller:
+        """For calls this host makes into the lattice (component-to-component links)."""
+        if self._rpc_caller is None:
+            self._rpc_caller = RpcCaller(self.nc, self.lattice, caller=self.host_id)
+        return self._rpc_caller
+
+    async def invoke_component(self, component_id: str, function: str, *args: Any,
+                               timeout: float | None = None) -> Any:
+        """Call a component for a provider (messaging delivering a message, say): here when
+        it runs here, else anywhere on the lattice."""
+        served = self._rpc.served.get(component_id) if self._rpc else None
+        if served is not None:
+            return await served.component.invoke(function, *args, timeout=timeout,
+                                                 caller=component_id)
+        from ..lattice.client import LatticeClient
+
+        client = LatticeClient(self.nc, self.lattice)
+        return await client.call(component_id, function, *args, timeout=timeout)
+
+    async def _provider_changed(self, provider_id: str) -> None:
+        await self.binder.provider_changed(provider_id)
 
     @property
     def stopping(self) -> bool:
@@ -192,7 +221,8 @@ class Host:
                                   else lim.max_memory >> 20),
                 invocations=s.invocations, errors=s.errors,
             ))
-        return HostInventory(**self.info().model_dump(), components=comps)
+        return HostInventory(**self.info().model_dump(), components=comps,
+                             providers=self.providers.describe())
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -233,6 +263,7 @@ class Host:
         await self._rpc.telemetry.start()  # spy.watch: flushed with the control subjects
         self._ctl = CtlServer(self)
         await self._ctl.start()
+        await self.binder.start()
         await flush(self._nc)
         self.started_at = time.time()
         self._registry = HostRegistry(self._nc, self.lattice)
@@ -285,12 +316,18 @@ class Host:
         await self._forget_record()
         if self._ctl is not None:
             await self._ctl.close()
+        await self.binder.stop()
+        await self.providers.close()
         await self.publish_event("host_stopped", {"labels": self.labels,
                                                   "host_id": self.host_id})
 
     async def _teardown(self) -> None:
         """Release everything; runs even when the graceful part failed."""
         self._registry = None
+        with contextlib.suppress(Exception):
+            await self.binder.stop()
+        with contextlib.suppress(Exception):
+            await self.providers.close()
         if self._record_task is not None and not self._record_task.done():
             self._record_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

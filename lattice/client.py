@@ -60,8 +60,11 @@ from .models import (
     LabelChange,
     LabelKey,
     LimitsSpec,
+    ProviderInfo,
     ScaleComponent,
+    StartProvider,
     StopHost,
+    StopProvider,
 )
 from .registry import HostRecord, HostRegistry
 from .rpc import DESCRIBE, KIND_INTERNAL, RawReply, RpcCaller, resolve_export
@@ -294,6 +297,34 @@ class LatticeClient:
         await asyncio.gather(*(self.scale_component(component_id, None, host_id=h,
                                                     max_instances=0, wait=wait, timeout=timeout)
                                for h in hosts))
+        return hosts
+
+    async def start_provider(self, name: str, provider_id: str, *, host_id: str | None = None,
+                             config: str | None = None, standalone: bool = False,
+                             timeout: float = 60.0) -> ProviderInfo:
+        """Start provider ``name`` (built-in or ``module:Class``) as ``provider_id`` on
+        ``host_id`` (default: the least busy host). ``config`` names its settings."""
+        host = host_id or await self.pick_host()
+        req = StartProvider(provider_id=provider_id, name=name, config=config,
+                            standalone=standalone)
+        out = await self._ctl(subjects.provider_start(self.lattice, host), req,
+                              "provider.start", host, timeout)
+        return ProviderInfo.model_validate(out)
+
+    async def stop_provider(self, provider_id: str, host_id: str | None = None, *,
+                            timeout: float = 30.0) -> list[str]:
+        """Stop the provider on ``host_id``, or on every host running it; returns the hosts."""
+        if host_id is not None:
+            hosts = [host_id]
+        else:
+            infos = await self.ping_hosts(quiet=PLACEMENT_QUIET)
+            invs = await asyncio.gather(*(self.get_inventory(h.host_id) for h in infos),
+                                        return_exceptions=True)
+            hosts = [i.host_id for i in invs if isinstance(i, HostInventory)
+                     and any(p.provider_id == provider_id for p in i.providers)]
+        for host in hosts:
+            await self._ctl(subjects.provider_stop(self.lattice, host),
+                            StopProvider(provider_id=provider_id), "provider.stop", host, timeout)
         return hosts
 
     async def push_artifact(self, data: bytes | Path, *, timeout: float = 60.0) -> str:

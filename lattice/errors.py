@@ -218,6 +218,12 @@ class RemoteNoLink(RemoteInvocationError, NoLink):
     link_name = ""
 
 
+class RemoteLinkTargetUnavailable(RemoteInvocationError, LinkTargetUnavailable):
+    """The component ran on another host and its link's target did not answer there."""
+
+    target = ""
+
+
 class RemoteDeadlineExceeded(RemoteInvocationError, DeadlineExceeded):
     timeout = 0.0
 

@@ -69,6 +69,43 @@ class ScaleComponent(Wire):
         return check_token(v, "component id")
 
 
+class StartProvider(Wire):
+    """Start a provider on one host, in-process (default) or as a supervised process."""
+
+    provider_id: str
+    name: str = Field(min_length=1, max_length=256)
+    """A built-in name (``keyvalue-redis``) or ``package.module:Class``."""
+    config: str | None = Field(default=None, max_length=256)
+    """Named config (``trellis config put``) with the provider's settings."""
+    standalone: bool = False
+
+    @field_validator("provider_id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return check_token(v, "provider id")
+
+
+class StopProvider(Wire):
+    provider_id: str
+
+    @field_validator("provider_id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return check_token(v, "provider id")
+
+
+class ProviderInfo(Wire):
+    provider_id: str
+    name: str
+    mode: Literal["in-process", "standalone"]
+    config: str | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    healthy: bool = True
+    health_message: str = ""
+    pid: int | None = None
+
+
 class LabelChange(Wire):
     key: str = Field(min_length=1, max_length=128)
     value: str = ""
@@ -120,6 +157,7 @@ class HostInfo(Wire):
 
 class HostInventory(HostInfo):
     components: list[ComponentInfo] = Field(default_factory=list)
+    providers: list[ProviderInfo] = Field(default_factory=list)
 
 
 # -- events ------------------------------------------------------------------------------
@@ -153,9 +191,10 @@ class Headers:
     LINK = "Trellis-Link"
     ENCODING = "Trellis-Encoding"
     """Value encoding of the payload: ``trellis-wit/1`` (``codec.ENCODING``, spec in
-    docs/value-encoding.md)."""
+    docs/value-encoding.md); absent means ``trellis-wit/1`` (callers leave it out)."""
     STATUS = "Trellis-Status"
-    """On replies: ``ok`` or an error kind (``not_found``, ``timeout``, ``trap``, ``limit`` …)."""
+    """On replies: ``ok`` or an error kind (``trap``, ``deadline``, ``limit`` …); absent means
+    ``ok`` (hosts leave it out of ``ok`` replies)."""
     HOST = "Trellis-Host"
     """On replies: the host that executed the call."""
     DIGEST = "Trellis-Digest"

@@ -54,6 +54,7 @@ from .errors import (
     InvocationError,
     InvocationTimeout,
     LatticeUnavailableError,
+    LinkTargetUnavailable,
     NoLink,
     NoSuchComponent,
     RemoteArgumentError,
@@ -62,6 +63,7 @@ from .errors import (
     RemoteFunctionNotFound,
     RemoteInvocationError,
     RemoteLimitExceeded,
+    RemoteLinkTargetUnavailable,
     RemoteNoLink,
     RemoteTrap,
     ResourceLimitExceeded,
@@ -89,6 +91,7 @@ KIND_CAPACITY = "capacity"
 KIND_NO_FUNCTION = "no_such_function"
 KIND_NO_COMPONENT = "no_such_component"
 KIND_NO_LINK = "no_link"
+KIND_LINK_UNAVAILABLE = "link_unavailable"
 KIND_BAD_REQUEST = "bad_request"
 KIND_STOPPED = "stopped"
 KIND_FAILED = "failed"
@@ -97,6 +100,7 @@ KIND_INTERNAL = "internal"
 _REMOTE_TYPES: dict[str, type[RemoteInvocationError]] = {
     KIND_TRAP: RemoteTrap,
     KIND_NO_LINK: RemoteNoLink,
+    KIND_LINK_UNAVAILABLE: RemoteLinkTargetUnavailable,
     KIND_DEADLINE: RemoteDeadlineExceeded,
     KIND_LIMIT: RemoteLimitExceeded,
     KIND_CAPACITY: RemoteCapacityTimeout,
@@ -114,6 +118,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     detail = exc.detail if isinstance(exc, InvocationError) else str(exc)
     if isinstance(exc, NoLink):
         return KIND_NO_LINK, detail
+    if isinstance(exc, LinkTargetUnavailable):
+        return KIND_LINK_UNAVAILABLE, detail
     if isinstance(exc, GuestTrap):
         return KIND_TRAP, detail
     if isinstance(exc, DeadlineExceeded):

@@ -10,6 +10,7 @@ carries the lattice, so several lattices share one NATS deployment.
     trellis.ctl.v1.{lattice}.host.stop.{host}
     trellis.ctl.v1.{lattice}.label.put.{host} / label.del.{host}
     trellis.ctl.v1.{lattice}.component.scale.{host}         start / scale / (scale 0 =) stop
+    trellis.ctl.v1.{lattice}.provider.start.{host} / provider.stop.{host}
     trellis.evt.{lattice}.{event}                           CloudEvents
     trellis.rpc.{lattice}.{component}.{operation}           invocations (queue group per component)
     trellis.spy.{lattice}.{component}                       one record per invocation served
@@ -79,11 +80,20 @@ def component_scale(lattice: str, host_id: str) -> str:
     return ctl(lattice, "component", "scale", host_id)
 
 
+def provider_start(lattice: str, host_id: str) -> str:
+    return ctl(lattice, "provider", "start", host_id)
+
+
+def provider_stop(lattice: str, host_id: str) -> str:
+    return ctl(lattice, "provider", "stop", host_id)
+
+
 def host_ctl_wildcard(lattice: str, host_id: str) -> list[str]:
     """Everything one host must subscribe to for its own control traffic."""
     return [host_ping(lattice), host_get(lattice, host_id), host_stop(lattice, host_id),
             label_put(lattice, host_id), label_del(lattice, host_id),
-            component_scale(lattice, host_id)]
+            component_scale(lattice, host_id), provider_start(lattice, host_id),
+            provider_stop(lattice, host_id)]
 
 
 # -- events --------------------------------------------------------------------------------

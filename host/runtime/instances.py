@@ -137,6 +137,10 @@ class InstancePolicy:
     """Live instances at most; further callers wait until their deadline."""
     max_idle: int | None = None
     """Warm instances kept in ``pooled`` mode (default: ``max_instances``)."""
+    inline: bool = True
+    """Pooled calls may start on the event-loop thread (``start_inline``). ``False`` for
+    components whose sync host imports block until the loop delivers data (wasi:http bodies):
+    on the loop thread that would deadlock."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("fresh", "pooled"):
@@ -464,7 +468,7 @@ class InstanceManager:
         spent. Returns ``NOT_INLINE`` (nothing held: run it the usual way), the result
         (errors raised as ``run_acquired`` raises them), or an ``InflightCall`` to hand to a
         worker when the first poll did not finish it (it holds the slot and the capacity)."""
-        if not self._idle or not budget_left():
+        if not self._idle or not budget_left() or not self.policy.inline:
             return NOT_INLINE
         history = self._history.get(fn.key)
         if history is None:
@@ -570,8 +574,10 @@ class InstanceManager:
             _set_epoch_deadline(ctx, 0)
         return trap
 
-    def _timeout(self, fn: ExportedFunction, lim: Limits) -> Callable[[], BaseException]:
-        return lambda: DeadlineExceeded(self.component.name, fn.key, lim.timeout or 0.0)
+    def _timeout(self, fn: ExportedFunction, lim: Limits,
+                 seconds: float | None = None) -> Callable[[], BaseException]:
+        span = seconds if seconds is not None else (lim.timeout or 0.0)
+        return lambda: DeadlineExceeded(self.component.name, fn.key, round(span, 3))
 
     def _host_failure(self, failure: BaseException, fn: ExportedFunction) -> BaseException:
         self.stats.errors += 1
@@ -624,7 +630,8 @@ class InstanceManager:
             self.capacity.release()
             raise
         call = self._begin_async(slot, fn, args, lim, deadline, time.monotonic())
-        trap_soon, on_timeout = self._trap_soon(slot), self._timeout(fn, lim)
+        trap_soon = self._trap_soon(slot)
+        on_timeout = self._timeout(fn, lim, None if deadline == math.inf else deadline - started)
         try:
             done, failure = await bridged.drive_async(call.poll, deadline, trap_soon=trap_soon,
                                                       on_timeout=on_timeout)

@@ -405,3 +405,35 @@ def test_wasmtime_cli_errors(wasmtime_cli: Path, kitchen_wasm: Path) -> None:
 def test_calc_wat_through_wasmtime_cli(wasmtime_cli: Path) -> None:
     assert wasmtime_invoke(wasmtime_cli, CALC_WAT, "example:calc/calc.add@0.1.0(1, 2)") == "3"
     assert wasmtime_invoke(wasmtime_cli, CALC_WAT, 'greet("Developer")') == '"Hello, Developer!"'
+
+
+def test_wit_deps_are_staged_outside_the_source_and_hashed(
+    guest: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wit_deps`` (standard WIT from installed packages) join the guest's WIT as
+    ``deps/<name>`` in a scratch directory; the source tree is untouched and the digest
+    covers them."""
+    dep = tmp_path / "installed" / "keyvalue-2024-10-17"
+    dep.mkdir(parents=True)
+    (dep / "store.wit").write_text("package wasi:keyvalue@0.2.0-draft2;\ninterface store {}\n")
+    base = _digest(guest)
+    with_dep = _digest(guest, wit_deps=[dep])
+    assert with_dep != base
+    seen: list[list[str]] = []
+
+    def fake_run(exe: Path, src: Path, wit: Path, *args: Any) -> None:
+        seen.append(sorted(p.relative_to(wit).as_posix() for p in wit.rglob("*.wit")))
+        assert not wit.is_relative_to(guest)
+        args[2].write_bytes(b"\0asm\x0d\x00\x01\x00")  # (world, export_names, target, …)
+
+    monkeypatch.setattr(build, "_run_componentize", fake_run)
+    monkeypatch.setattr(build, "_componentize_py_version", lambda _exe: "componentize-py 0")
+    monkeypatch.setattr(build, "find_componentize_py", lambda: Path(sys.executable))
+    out = build_python_component(guest, wit_deps=[dep])
+    assert seen == [["deps/keyvalue-2024-10-17/store.wit", "greeter.wit"]]
+    assert not (guest / "wit" / "deps").exists()
+    assert build_python_component(guest, wit_deps=[dep]) == out and len(seen) == 1  # cached
+    dep.joinpath("store.wit").write_text("package wasi:keyvalue@0.2.0-draft2;\n")
+    assert _digest(guest, wit_deps=[dep]) != with_dep
+    with pytest.raises(BuildError, match="not a directory"):
+        build_python_component(guest, wit_deps=[tmp_path / "missing"])
