@@ -277,6 +277,8 @@ def _register_lattice_commands() -> None:
     for cmd in (*COMMANDS, *LINK_COMMANDS, *PROVIDER_COMMANDS):
         main.add_command(cmd)
     main.add_command(spy)
+    from .cli_http import serve  # noqa: E402 - `trellis serve` (wasi:http/proxy)
+    main.add_command(serve)
 
 
 _register_lattice_commands()

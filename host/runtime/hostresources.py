@@ -58,15 +58,36 @@ class ResourceTable:
             self._stores.setdefault(ctx, {})[rep] = obj
         return rep
 
+    def add_detached(self, obj: Any) -> int:
+        """A handle for an object the host passes *into* a call before its Store exists (the
+        request of ``wasi:http/incoming-handler.handle``): found from any Store. The caller
+        removes it with ``take(DETACHED, rep)`` when the call is over."""
+        return self.add(DETACHED, obj)
+
     def get(self, ctx: int, rep: int) -> Any:
         try:
             return self._stores[ctx][rep]
         except KeyError:
-            raise WasmtimeError(f"unknown host resource handle {rep}") from None
+            try:
+                return self._stores[DETACHED][rep]
+            except KeyError:
+                raise WasmtimeError(f"unknown host resource handle {rep}") from None
+
+    def take(self, ctx: int, rep: int) -> Any:
+        """Remove and return the object (the guest moved its ``own`` handle to the host)."""
+        with self._lock:
+            obj = self._stores.get(ctx, {}).pop(rep, None)
+            if obj is None:
+                obj = self._stores.get(DETACHED, {}).pop(rep, None)
+        if obj is None:
+            raise WasmtimeError(f"unknown host resource handle {rep}")
+        return obj
 
     def drop(self, ctx: int, rep: int) -> None:
         with self._lock:
             obj = self._stores.get(ctx, {}).pop(rep, None)
+            if obj is None:
+                obj = self._stores.get(DETACHED, {}).pop(rep, None)
         close = getattr(obj, "close", None)
         if callable(close):
             close()
@@ -87,6 +108,8 @@ class ResourceTable:
         return len(self._stores.get(ctx, {}))
 
 
+DETACHED = 0
+"""The table key of objects handed to a call before its Store existed (``add_detached``)."""
 TABLE = ResourceTable()
 
 
@@ -99,12 +122,16 @@ def lifting(ty: t.WitType, table: ResourceTable = TABLE) -> Mapper | None:
     if not has_resources(ty):
         return None
 
-    def leaf(_rt: t.OwnType | t.BorrowType) -> Mapper:
+    def leaf(rt: t.OwnType | t.BorrowType) -> Mapper:
+        # An own handle moves to the host: its entry leaves the table (wasmtime never runs the
+        # destructor for it), so a long-lived Store does not accumulate moved objects.
+        find = table.take if isinstance(rt, t.OwnType) else table.get
+
         def to_object(ctx: int, v: Any) -> Any:
             handle = v.handle if isinstance(v, Resource) else v
             if not isinstance(handle, ResourceAny):
                 raise WasmtimeError(f"expected a resource handle, got {type(v).__name__}")
-            return table.get(ctx, handle.to_host(StoreShim(ctx)).rep)  # type: ignore[arg-type]
+            return find(ctx, handle.to_host(StoreShim(ctx)).rep)  # type: ignore[arg-type]
         return to_object
     return map_resources(ty, leaf)
 

@@ -274,7 +274,13 @@ def _resource_ids(iface: t.InterfaceType) -> dict[str, int]:
     names = set(iface.resources) | {
         n for n, ty in iface.types.items() if isinstance(ty, t.OwnType) and ty.resource == n
     }
-    return {n: resource_id(*iface.uses.get(n, (iface.name, n))) for n in names}
+    ids = {}
+    for n in names:
+        # A local alias (``type headers = fields``) is the resource it names, not a new one.
+        ty = iface.types.get(n)
+        base = ty.resource if isinstance(ty, t.OwnType) and ty.resource in names else n
+        ids[n] = resource_id(*iface.uses.get(base, (iface.name, base)))
+    return ids
 
 
 def build_linker(

@@ -1,0 +1,136 @@
+"""Driving ``wasi:http/incoming-handler.handle`` of a component for one request.
+
+``ProxyComponent.start`` makes the request and response-outparam resources, starts
+``Component.invoke`` (a fresh instance per request unless the component is pooled) and returns
+an ``Exchange`` whose ``response`` future resolves as soon as the guest *sets* its response —
+typically before it writes the body, which then streams through ``body`` while the guest runs.
+The request and outparam are handed in as *detached* host resources (``TABLE.add_detached``):
+the call's Store does not exist yet when its arguments are made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from wasmtime.component import ResourceHost
+
+from ...lattice.errors import ComponentLoadError
+from ...lattice.wit.values import Err, Ok, Resource
+from ..runtime.hostresources import DETACHED, TABLE, resource_id
+from ..runtime.runtime import Component
+from .pipe import Exchange, Pipe, PipeClosed
+from .wasi_http import IncomingRequest, OutgoingResponse, ResponseOutparam
+
+HANDLER = "wasi:http/incoming-handler"
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, bytes]]
+    body: Pipe
+
+
+class ResponseError(Exception):
+    """The guest set an ``error-code`` instead of a response."""
+
+    def __init__(self, code: Any) -> None:
+        self.code = code
+        super().__init__(f"the component answered with error-code {code}")
+
+
+class HttpExchange(Exchange):
+    """One request in flight: the guest's call and the response it sets."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> None:
+        super().__init__(loop, deadline)
+        self.response: asyncio.Future[Response] = loop.create_future()
+        self.call: asyncio.Task[Any] | None = None
+        self._reps: list[int] = []
+        self.body: Pipe | None = None
+        """The response body, once the guest set its response."""
+
+    def _call_done(self, _task: asyncio.Task[Any]) -> None:
+        """The guest returned (or failed): a body it did not finish never will be."""
+        if self.body is not None:
+            self.body.fail(PipeClosed("the component returned without finishing the body"))
+
+    def _on_set(self, outcome: Ok | Err) -> None:
+        """From the guest's worker thread: hand the response to the loop."""
+        loop = self.loop
+        assert loop is not None
+        if isinstance(outcome, Ok) and isinstance(outcome.value, OutgoingResponse):
+            resp = outcome.value
+            body = resp.body_obj
+            if body is None:  # the guest never asked for a body: an empty one
+                resp.body()
+                body = resp.body_obj
+                assert body is not None
+                body.pipe.finish()
+            self.body = body.pipe
+            result: Any = Response(resp.status, resp.headers().entries(), body.pipe)
+        else:
+            result = ResponseError(outcome.value)
+        loop.call_soon_threadsafe(_settle, self.response, result)
+
+    def release(self) -> None:
+        """Drop the detached request/outparam entries the guest did not consume."""
+        for rep in self._reps:
+            try:
+                TABLE.take(DETACHED, rep)
+            except Exception:  # already moved or dropped by the guest
+                pass
+        self._reps.clear()
+
+
+def _settle(fut: asyncio.Future[Any], value: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(value, BaseException):
+        fut.set_exception(value)
+    else:
+        fut.set_result(value)
+
+
+class ProxyComponent:
+    """A loaded component that exports ``wasi:http/incoming-handler``."""
+
+    def __init__(self, component: Component, *, timeout: float | None = None) -> None:
+        self.component = component
+        self.timeout = timeout
+        keys = [k for k in component.compiled.functions if k.split("@")[0] == HANDLER
+                or k.startswith(HANDLER + "@")]
+        handle = [k for k in keys if k.endswith("#handle")]
+        if not handle:
+            raise ComponentLoadError(component.name, f"it does not export {HANDLER}",
+                                     "build it for the wasi:http/proxy world")
+        self.function = handle[0]
+        types = [i.name for i in component.world.imports if i.name.startswith("wasi:http/types@")]
+        if not types:
+            raise ComponentLoadError(component.name, "it does not import wasi:http/types")
+        self._req_type = resource_id(types[0], "incoming-request")
+        self._out_type = resource_id(types[0], "response-outparam")
+
+    def start(self, method: str, path_with_query: str, headers: Iterable[tuple[str, bytes]],
+              body: Pipe, *, scheme: str = "http", authority: str | None = None) -> HttpExchange:
+        """Start the guest on this request; ``body`` is fed by the caller (and finished)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        ex = HttpExchange(loop, deadline)
+        body.exchange = ex
+        request = IncomingRequest(ex, method, path_with_query, scheme, authority, headers, body)
+        outparam = ResponseOutparam(ex._on_set)
+        req_rep, out_rep = TABLE.add_detached(request), TABLE.add_detached(outparam)
+        ex._reps += [req_rep, out_rep]
+        args = (
+            Resource("incoming-request", ResourceHost.own(req_rep, self._req_type), None),
+            Resource("response-outparam", ResourceHost.own(out_rep, self._out_type), None),
+        )
+        ex.call = loop.create_task(self.component.invoke(self.function, *args,
+                                                         timeout=self.timeout))
+        ex.call.add_done_callback(ex._call_done)
+        return ex

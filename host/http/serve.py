@@ -1,0 +1,107 @@
+"""``trellis serve`` as a library: load a ``wasi:http/proxy`` component and serve it.
+
+Used by the CLI, the tests and ``bench/http.py``::
+
+    async with Serving(ServeOptions(file="app.wasm", addr="127.0.0.1:0")) as s:
+        print(s.url)   # http://127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtime.engine import EngineConfig
+from ..runtime.instances import InstancePolicy, Limits, WasiOptions
+from ..runtime.runtime import ComponentConfig, Runtime
+from .imports import wasi_http_imports
+from .proxy import ProxyComponent
+from .server import HttpServer
+
+DEFAULT_ADDR = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    file: str | Path
+    addr: str = DEFAULT_ADDR
+    pooled: bool = False
+    """Reuse warm instances (else a fresh instance per request, the default)."""
+    max_concurrency: int = 16
+    """Requests served at once (live instances); the rest wait up to their deadline (503)."""
+    timeout: float | None = 30.0
+    """Seconds per request, guest and body waits included (504)."""
+    max_memory: int | None = None
+    """Bytes of linear memory per instance."""
+    max_body: int | None = 100 * 2**20
+    """Request body bytes at most (413)."""
+    wasi: WasiOptions = field(default_factory=lambda: WasiOptions(stdout="inherit",
+                                                                  stderr="inherit"))
+    cache_dir: Path | None = None
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address must look like HOST:PORT, got {addr!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Serving:
+    """A runtime, the loaded component and the listening server; ``async with`` runs them."""
+
+    def __init__(self, options: ServeOptions, runtime: Runtime | None = None) -> None:
+        self.options = options
+        self._own_runtime = runtime is None
+        self.runtime = runtime or Runtime(engine=EngineConfig(), cache_dir=options.cache_dir,
+                                          max_workers=max(8, options.max_concurrency + 4))
+        self.server: HttpServer | None = None
+        self.host = ""
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> Serving:
+        o = self.options
+        host, port = split_addr(o.addr)
+        imports = wasi_http_imports(stdout=o.wasi.stdout, stderr=o.wasi.stderr,
+                                    base=self.runtime.imports)
+        config = ComponentConfig(
+            policy=InstancePolicy(mode="pooled" if o.pooled else "fresh",
+                                  max_instances=o.max_concurrency, inline=False),
+            limits=Limits(max_memory=o.max_memory),
+            wasi=o.wasi,
+        )
+        component = await self.runtime.load_async(o.file, config=config, imports=imports)
+        proxy = ProxyComponent(component, timeout=o.timeout)
+        self.server = HttpServer(proxy, max_body=o.max_body)
+        self.host, self.port = await self.server.start(host, port)
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+        if self._own_runtime:
+            self.runtime.close()
+
+    async def __aenter__(self) -> Serving:
+        try:
+            return await self.start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+async def serve_forever(options: ServeOptions, ready: Any = None) -> None:
+    async with Serving(options) as serving:
+        if ready is not None:
+            ready(serving)
+        await asyncio.Event().wait()
