@@ -125,7 +125,10 @@ class Provider:
         self.links.pop(link.key, None)
 
     def implementation(self, interface: str, link: Link) -> Any:
-        """The object serving ``interface`` (unversioned) for ``link``'s source component."""
+        """The object serving ``interface`` for ``link``'s source component. ``interface`` is
+        the name within the package with the version the component imports, e.g.
+        ``store@0.2.0-draft`` (or ``store`` when called without one): draft versions of an
+        interface can differ in shape, and only the version tells them apart."""
         return self
 
     @property
