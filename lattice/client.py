@@ -29,7 +29,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -286,14 +286,8 @@ class LatticeClient:
     async def stop_component(self, component_id: str, host_id: str | None = None, *,
                              wait: bool = True, timeout: float = 30.0) -> list[str]:
         """Stop the component on ``host_id``, or on every host running it; returns the hosts."""
-        if host_id is not None:
-            hosts = [host_id]
-        else:
-            infos = await self.ping_hosts(quiet=PLACEMENT_QUIET)
-            invs = await asyncio.gather(*(self.get_inventory(h.host_id) for h in infos),
-                                        return_exceptions=True)
-            hosts = [i.host_id for i in invs if isinstance(i, HostInventory)
-                     and any(c.component_id == component_id for c in i.components)]
+        hosts = [host_id] if host_id is not None else await self._hosts_running(
+            lambda inv: any(c.component_id == component_id for c in inv.components))
         await asyncio.gather(*(self.scale_component(component_id, None, host_id=h,
                                                     max_instances=0, wait=wait, timeout=timeout)
                                for h in hosts))
@@ -314,18 +308,19 @@ class LatticeClient:
     async def stop_provider(self, provider_id: str, host_id: str | None = None, *,
                             timeout: float = 30.0) -> list[str]:
         """Stop the provider on ``host_id``, or on every host running it; returns the hosts."""
-        if host_id is not None:
-            hosts = [host_id]
-        else:
-            infos = await self.ping_hosts(quiet=PLACEMENT_QUIET)
-            invs = await asyncio.gather(*(self.get_inventory(h.host_id) for h in infos),
-                                        return_exceptions=True)
-            hosts = [i.host_id for i in invs if isinstance(i, HostInventory)
-                     and any(p.provider_id == provider_id for p in i.providers)]
+        hosts = [host_id] if host_id is not None else await self._hosts_running(
+            lambda inv: any(p.provider_id == provider_id for p in inv.providers))
         for host in hosts:
             await self._ctl(subjects.provider_stop(self.lattice, host),
                             StopProvider(provider_id=provider_id), "provider.stop", host, timeout)
         return hosts
+
+    async def _hosts_running(self, runs: Callable[[HostInventory], bool]) -> list[str]:
+        """The hosts whose inventory ``runs`` accepts (hosts that do not answer are skipped)."""
+        infos = await self.ping_hosts(quiet=PLACEMENT_QUIET)
+        invs = await asyncio.gather(*(self.get_inventory(h.host_id) for h in infos),
+                                    return_exceptions=True)
+        return [i.host_id for i in invs if isinstance(i, HostInventory) and runs(i)]
 
     async def push_artifact(self, data: bytes | Path, *, timeout: float = 60.0) -> str:
         """Store a component in the lattice's artifact store; returns ``sha256:…``."""
