@@ -218,7 +218,7 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 def _deliver(cached: Path, out: Path | None) -> Path:
     if out is None:
         return cached
-    _atomic_copy(cached, out)
+    _atomic_copy(cached, Path(out))
     return out
 
 

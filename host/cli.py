@@ -240,15 +240,23 @@ def _run_command(comp: Any) -> None:
               help="WIT world to build (default: the only world in SRC/wit).")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Also copy the component here.")
+@click.option("--wit", type=click.Path(path_type=Path, exists=True),
+              help="The guest's WIT (default: SRC/wit).")
+@click.option("--wit-dep", "wit_deps", multiple=True,
+              type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A WIT package folder the guest's WIT uses (repeatable), e.g. one shipped "
+                   "in an installed package such as spin-sdk; staged outside SRC for the build.")
 @_guarded
-def build(src: Path, world: str | None, output: Path | None) -> None:
+def build(src: Path, world: str | None, output: Path | None, wit: Path | None,
+          wit_deps: tuple[Path, ...]) -> None:
     """Build the Python guest in SRC (app.py + wit/) into a component, cached by digest.
 
     Prints the path of the built .wasm. Needs componentize-py (the dev extras).
     """
     from .build import build_python_component
 
-    path = build_python_component(src, world=world, out=output, progress=_progress)
+    path = build_python_component(src, world=world, wit=wit, wit_deps=wit_deps, out=output,
+                                  progress=_progress)
     click.echo(str(output or path))
 
 
