@@ -251,12 +251,20 @@ def build(src: Path, world: str | None, output: Path | None, wit: Path | None,
           wit_deps: tuple[Path, ...]) -> None:
     """Build the Python guest in SRC (app.py + wit/) into a component, cached by digest.
 
+    A Spin Python SDK app (app.py importing spin_sdk, no wit/) builds against the SDK's WIT.
     Prints the path of the built .wasm. Needs componentize-py (the dev extras).
     """
     from .build import build_python_component
 
-    path = build_python_component(src, world=world, wit=wit, wit_deps=wit_deps, out=output,
-                                  progress=_progress)
+    app = src / "app.py"
+    if wit is None and not (src / "wit").exists() and app.is_file() \
+            and "spin_sdk" in app.read_text(errors="replace"):
+        from .http.spin import build_spin_app  # a Spin Python SDK app: the SDK's own WIT
+
+        path = build_spin_app(src, out=output, progress=_progress)
+    else:
+        path = build_python_component(src, world=world, wit=wit, wit_deps=wit_deps,
+                                      out=output, progress=_progress)
     click.echo(str(output or path))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import click
 
 from ..lattice.errors import TrellisError
 from .http.serve import DEFAULT_ADDR, ServeOptions, Serving, serve_forever, split_addr
+from .http.spin import kv_provider, variables_from_env
 from .runtime.instances import WasiOptions
 
 
@@ -33,6 +35,14 @@ def _guarded(fn: Any) -> Any:
             _fail(exc)
 
     return wrapper
+
+
+def _kv(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        kv_provider(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -62,19 +72,26 @@ def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Largest request body, in MiB (then 413).")
 @click.option("--env", "envs", multiple=True, metavar="KEY=VALUE",
               help="Environment variable for the guest (repeatable).")
+@click.option("--kv", default="memory", show_default=True, envvar="TRELLIS_SERVE_KV",
+              show_envvar=True, callback=_kv, metavar="memory|redis://…|nats://…",
+              help="Store behind wasi:keyvalue and Spin key-value.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
+              help="Value for wasi:config and Spin variables (repeatable; also from "
+                   "TRELLIS_SERVE_VAR_NAME).")
 @click.option("--quiet", is_flag=True, envvar="TRELLIS_SERVE_QUIET", show_envvar=True,
               help="Discard the guest's stdout and stderr (default: passed through).")
 @click.pass_context
 @_guarded
 def serve(ctx: click.Context, file: Path, addr: str, pooled: bool, max_concurrency: int,
           timeout: float, max_memory: int | None, max_body: int, envs: tuple[str, ...],
-          quiet: bool) -> None:
+          kv: str, variables: tuple[str, ...], quiet: bool) -> None:
     """Serve FILE, a wasi:http/proxy component, over HTTP until interrupted.
 
     \b
     Examples:
       trellis serve http-hello.wasm
       trellis serve --addr 0.0.0.0:8080 --pooled --max-concurrency 32 app.wasm
+      trellis serve --kv redis://127.0.0.1:6379 --var greeting=hi http-spin.wasm
       curl http://127.0.0.1:8080/
     """
     env = []
@@ -83,13 +100,19 @@ def serve(ctx: click.Context, file: Path, addr: str, pooled: bool, max_concurren
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--env")
         env.append((key, value))
+    values = variables_from_env(os.environ)
+    for item in variables:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--var")
+        values[name] = value
     out = "discard" if quiet else "inherit"
     options = ServeOptions(
         file=file, addr=addr, pooled=pooled, max_concurrency=max_concurrency, timeout=timeout,
         max_memory=None if max_memory is None else max_memory * 2**20,
         max_body=max_body * 2**20,
         wasi=WasiOptions(env=tuple(env), stdout=out, stderr=out),
-        cache_dir=ctx.obj["cache_dir"],
+        cache_dir=ctx.obj["cache_dir"], kv=kv, variables=tuple(sorted(values.items())),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _progress(f"loading {file}…")

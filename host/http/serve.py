@@ -19,6 +19,7 @@ from ..runtime.runtime import ComponentConfig, Runtime
 from .imports import wasi_http_imports
 from .proxy import ProxyComponent
 from .server import HttpServer
+from .spin import ServeBackends
 
 DEFAULT_ADDR = "127.0.0.1:8080"
 
@@ -40,6 +41,11 @@ class ServeOptions:
     wasi: WasiOptions = field(default_factory=lambda: WasiOptions(stdout="inherit",
                                                                   stderr="inherit"))
     cache_dir: Path | None = None
+    kv: str = "memory"
+    """The keyvalue provider behind wasi:keyvalue and Spin key-value: ``memory``,
+    ``redis://…`` or ``nats://…`` (``spin.py``)."""
+    variables: tuple[tuple[str, str], ...] = ()
+    """Values behind wasi:config and Spin variables."""
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -58,6 +64,7 @@ class Serving:
         self.runtime = runtime or Runtime(engine=EngineConfig(), cache_dir=options.cache_dir,
                                           max_workers=max(8, options.max_concurrency + 4))
         self.server: HttpServer | None = None
+        self.backends: ServeBackends | None = None
         self.host = ""
         self.port = 0
 
@@ -76,7 +83,10 @@ class Serving:
             limits=Limits(max_memory=o.max_memory),
             wasi=o.wasi,
         )
-        component = await self.runtime.load_async(o.file, config=config, imports=imports)
+        self.backends = backends = ServeBackends(o.kv, dict(o.variables))
+        await backends.start()
+        component = await self.runtime.load_async(
+            o.file, config=config, imports=lambda c: backends.imports(c.world, imports))
         proxy = ProxyComponent(component, timeout=o.timeout)
         self.server = HttpServer(proxy, max_body=o.max_body)
         self.host, self.port = await self.server.start(host, port)
@@ -86,6 +96,9 @@ class Serving:
         if self.server is not None:
             await self.server.close()
             self.server = None
+        if self.backends is not None:
+            await self.backends.close()
+            self.backends = None
         if self._own_runtime:
             self.runtime.close()
 
