@@ -61,6 +61,10 @@ class LatticeTarget:
         self.is_component = False
 
     async def call(self, iface: t.InterfaceType, function: str, args: tuple[Any, ...]) -> Any:
+        local = self.host.local_component(self.link.target)
+        if local is not None:  # the target component runs here: no NATS round trip
+            return await local.invoke(f"{iface.name}#{function}", *args,
+                                      caller=self.link.source)
         if not self.is_component:
             try:
                 return await self.provider.call(iface, function, args)

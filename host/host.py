@@ -178,6 +178,11 @@ class Host:
             self._rpc_caller = RpcCaller(self.nc, self.lattice, caller=self.host_id)
         return self._rpc_caller
 
+    def local_component(self, component_id: str) -> Any | None:
+        """The component served on this host under ``component_id``, if any."""
+        served = self._rpc.served.get(component_id) if self._rpc else None
+        return served.component if served is not None else None
+
     async def invoke_component(self, component_id: str, function: str, *args: Any,
                                timeout: float | None = None) -> Any:
         """Call a component for a provider (messaging delivering a message, say): here when

@@ -6,8 +6,9 @@ in an async host import (it waits for a provider). What the poll stopped on deci
 driver does next (``hostcalls.drive_state``):
 
 - on the event-loop thread (``drive_async``) a provider wait is awaited, so many calls wait on
-  NATS or Redis at once without threads; an epoch yield ends the inline part: the caller hands
-  the rest to a worker thread, so a computing guest never holds the loop for long;
+  NATS or Redis at once without threads; an epoch yield after ``YIELD_AFTER`` of computing
+  since the guest last resumed ends the inline part: the caller hands the rest to a worker
+  thread, so a computing guest never holds the loop for long;
 - on any other thread (``drive_blocking``) a provider wait is waited on with a deadline.
 
 Either way every wait has the call's deadline; a wait that outlives it is abandoned and the
@@ -27,6 +28,7 @@ from wasmtime import WasmtimeError
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
+from .engine import YIELD_AFTER
 from .hostcalls import HostWait, drive_state
 
 Poll = Callable[[], bool]
@@ -53,10 +55,12 @@ def _take(trap_soon: TrapSoon | None, poll: Poll) -> tuple[bool, HostWait | None
 
 def _on_this_loop(wait: HostWait) -> bool:
     fut = wait.future
-    if not isinstance(fut, asyncio.Future):
+    loop = fut.get_loop() if isinstance(fut, asyncio.Future) else wait.loop if wait.on_loop \
+        else None
+    if loop is None:
         return False
     try:
-        return asyncio.get_running_loop() is fut.get_loop()
+        return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
 
@@ -97,10 +101,19 @@ async def drive_async(poll: Poll, deadline: float, *, trap_soon: TrapSoon | None
     Cancellation of the awaiting task abandons the current wait and finishes the guest (it
     traps at once), then re-raises."""
     failure: BaseException | None = None
+    resumed = time.monotonic()
     while True:
         done, wait, failed = _take(trap_soon, poll)
         failure = failure or failed
-        if done or wait is None:
+        if done:
+            return done, failure
+        if wait is None:
+            # An epoch yield. The Store's policy counts from the start of the call, waits
+            # included; only a guest that has *computed* for YIELD_AFTER since it last
+            # resumed goes to a worker (else a loop of provider calls would migrate after its
+            # first tick and pay a thread hop on every later call).
+            if time.monotonic() - resumed < YIELD_AFTER:
+                continue
             return done, failure
         left = deadline - time.monotonic()
         try:
@@ -111,6 +124,7 @@ async def drive_async(poll: Poll, deadline: float, *, trap_soon: TrapSoon | None
             raise
         if not finished:
             wait.abandon(on_timeout() if on_timeout else TimeoutError("deadline passed"))
+        resumed = time.monotonic()
 
 
 def instantiate(linker: wc.Linker, store: Any, component: wc.Component,

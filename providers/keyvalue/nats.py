@@ -12,6 +12,11 @@ overridden per link by its target config, except ``url``):
 - ``timeout=5`` — seconds any operation may take before the guest gets ``error::other``.
 - ``page_size=1000`` — keys per ``list-keys`` page (the cursor is an offset in sorted keys).
 
+Opened buckets are kept per name, so ``open`` costs no NATS round trip after the first. A bucket
+deleted behind the provider's back is noticed by the next call on it (the stream is gone), which
+fails with ``error::other`` saying so and forgets the kept bucket: the next ``open`` looks it up
+again (and makes it anew, or answers ``no-such-store``, as ``create_buckets`` says).
+
 ``increment`` and ``cas``/``swap`` use KV revisions: an update is accepted only if the key is
 still at the revision read (``Nats-Expected-Last-Subject-Sequence``); ``increment`` retries
 that read-modify-write a bounded number of times under contention. See ``common.py`` for the
@@ -23,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
 import nats
 import nats.errors
@@ -52,21 +58,51 @@ INCREMENT_ATTEMPTS = 100
 """Read-modify-write rounds ``increment`` tries before reporting contention."""
 
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_STREAM_NOT_FOUND = 10059
+"""JetStream API error code: the bucket's stream does not exist."""
+T = TypeVar("T")
+
+
+def _stream_gone(exc: BaseException | None) -> bool:
+    """Whether a JetStream error says the bucket's stream no longer exists."""
+    if isinstance(exc, jse.NoStreamResponseError | nats.errors.NoRespondersError):
+        return True  # a write (or a direct get) that no stream answered
+    return isinstance(exc, jse.NotFoundError) and \
+        getattr(exc, "err_code", None) == _STREAM_NOT_FOUND
 
 
 class NatsBucket(Bucket):
     backend_errors: ClassVar[tuple[type[BaseException], ...]] = (nats.errors.Error,)
 
-    def __init__(self, identifier: str, kv: KeyValue, **kwargs: Any) -> None:
+    def __init__(self, identifier: str, kv: KeyValue, *,
+                 forget: Callable[[], None] = lambda: None, **kwargs: Any) -> None:
         super().__init__(identifier, **kwargs)
         self._kv = kv
+        self._forget = forget
+        """Drops the provider's kept bucket (it was deleted)."""
+
+    def _gone(self) -> KvError:
+        self._forget()
+        return KvError(other(
+            f"store {self.identifier!r} is gone: its JetStream bucket was deleted (or "
+            "JetStream did not answer); open the store again"))
+
+    async def _checked(self, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except (jse.Error, nats.errors.NoRespondersError) as exc:
+            if _stream_gone(exc):
+                raise self._gone() from exc
+            raise
 
     async def _entry(self, key: str) -> tuple[bytes | None, int]:
         """The value and revision; a missing key is ``None`` at the revision of its delete
         marker (0 if it never existed), which is what an update must name to recreate it."""
         try:
-            entry = await self._kv.get(key)
+            entry = await self._checked(self._kv.get(key))
         except jse.KeyNotFoundError as exc:
+            if _stream_gone(exc.__context__):  # nats-py reports a missing stream as this too
+                raise self._gone() from exc
             marker = getattr(exc, "entry", None)
             return None, (marker.revision or 0) if marker is not None else 0
         return entry.value or b"", entry.revision or 0
@@ -75,14 +111,14 @@ class NatsBucket(Bucket):
         return (await self._entry(key))[0]
 
     async def _set(self, key: str, value: bytes) -> None:
-        await self._kv.put(key, value)
+        await self._checked(self._kv.put(key, value))
 
     async def _delete(self, key: str) -> None:
-        await self._kv.delete(key)
+        await self._checked(self._kv.delete(key))
 
     async def _list(self, cursor: int) -> tuple[list[str], int | None]:
         try:
-            keys = sorted(await self._kv.keys())
+            keys = sorted(await self._checked(self._kv.keys()))
         except jse.NoKeysError:
             keys = []
         end = cursor + self.page_size
@@ -103,7 +139,7 @@ class NatsBucket(Bucket):
 
     async def _cas_write(self, key: str, token: int, value: bytes) -> bool:
         try:
-            await self._kv.update(key, value, last=token)
+            await self._checked(self._kv.update(key, value, last=token))
         except jse.KeyWrongLastSequenceError:
             return False
         return True
@@ -195,7 +231,12 @@ class NatsKeyValue(Provider):
                     f"store {identifier!r} maps to JetStream bucket {name!r}, which is not a "
                     "valid bucket name (letters, digits, '-' and '_' only)"))
             kv = await self._bucket(name, config, timeout)
-            return NatsBucket(identifier, kv, version=version, timeout=timeout,
+
+            def forget() -> None:
+                if self._buckets.get(name) is kv:
+                    del self._buckets[name]
+
+            return NatsBucket(identifier, kv, forget=forget, version=version, timeout=timeout,
                               page_size=page_size)
 
         return implementation_for(interface, opener, NatsBucket, timeout)
