@@ -9,7 +9,10 @@ Routes (anything else is the app's own 404):
 - ``GET /size/N`` — N bytes of ``x``, streamed in 64 KiB writes;
 - ``GET /log`` — prints a line to stdout and one to stderr, answers ``logged``;
 - ``GET /trap`` — raises (the component traps); ``GET /spin`` — loops forever;
-- ``GET /hog/N`` — allocates N MiB before answering.
+- ``GET /hog/N`` — allocates N MiB before answering;
+- ``POST /trailers`` — reads the body, then its trailers; answers with the byte count and the
+  request's trailers, one per line, and sends response trailers ``x-body-bytes`` (the count)
+  and ``x-trailer-count`` (how many request trailers came).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from wit_world import exports
 from wit_world.imports.streams import InputStream, OutputStream, StreamError_Closed
 from wit_world.imports.types import (
     Fields,
+    IncomingBody,
     IncomingRequest,
     Method_Get,
     Method_Head,
@@ -43,7 +47,7 @@ def _method(request: IncomingRequest) -> str:
 
 
 def _respond(out: ResponseOutparam, status: int, headers: list[tuple[str, bytes]],
-             chunks: object) -> None:
+             chunks: object, trailers: list[tuple[str, bytes]] | None = None) -> None:
     response = OutgoingResponse(Fields.from_list(headers))
     response.set_status_code(status)
     body = response.body()
@@ -51,7 +55,7 @@ def _respond(out: ResponseOutparam, status: int, headers: list[tuple[str, bytes]
     with body.write() as stream:
         for chunk in chunks:  # type: ignore[attr-defined]
             _write(stream, chunk)
-    OutgoingBody.finish(body, None)
+    OutgoingBody.finish(body, None if trailers is None else Fields.from_list(trailers))
 
 
 def _write(stream: OutputStream, data: bytes) -> None:
@@ -69,6 +73,23 @@ def _read_all(stream: InputStream):  # type: ignore[no-untyped-def]
             raise
         if data:
             yield data
+
+
+def _trailers(request: IncomingRequest, out: ResponseOutparam) -> None:
+    body = request.consume()
+    n = 0
+    with body.stream() as stream:  # the stream must be gone before the body is finished
+        for data in _read_all(stream):
+            n += len(data)
+    future = IncomingBody.finish(body)
+    with future.subscribe() as pollable:
+        pollable.block()
+    got = future.get()  # option<result<result<option<trailers>, error-code>>>
+    fields = got.value.value if got is not None else None
+    entries = fields.entries() if fields is not None else []
+    lines = [f"{n} bytes"] + [f"{k}: {v.decode()}" for k, v in entries]
+    _respond(out, 200, [("content-type", b"text/plain")], ["\n".join(lines).encode() + b"\n"],
+             [("x-body-bytes", str(n).encode()), ("x-trailer-count", str(len(entries)).encode())])
 
 
 def _size(n: int):  # type: ignore[no-untyped-def]
@@ -114,6 +135,8 @@ class IncomingHandler(exports.IncomingHandler):
         elif route == "/spin":
             while True:
                 pass
+        elif route == "/trailers" and method in ("POST", "PUT"):
+            _trailers(request, response_out)
         elif route.startswith("/hog/"):
             hog = bytearray(int(route[5:]) << 20)
             _respond(response_out, 200, text, [f"{len(hog)}\n".encode()])

@@ -78,13 +78,34 @@ class HttpExchange(Exchange):
         loop.call_soon_threadsafe(_settle, self.response, result)
 
     def release(self) -> None:
-        """Drop the detached request/outparam entries the guest did not consume."""
+        """Drop the detached request/outparam entries the guest did not consume, and the call
+        once it is over."""
         for rep in self._reps:
             try:
                 TABLE.take(DETACHED, rep)
             except Exception:  # already moved or dropped by the guest
                 pass
         self._reps.clear()
+        call = self.call
+        if call is not None:
+            if call.done():
+                self._forget(call)
+            else:  # the guest still runs (its client went away): forget it when it ends
+                call.add_done_callback(self._forget)
+
+    def _forget(self, call: asyncio.Task[Any]) -> None:
+        """Free a failed call's instance now: its exceptions' tracebacks hold the frames that
+        hold its Store, in cycles (a frame holds the exception that holds it; the frame that
+        awaited the call holds this exchange). Left to the cyclic GC, a dead instance — grown
+        to 50 MB by a streamed body — stayed resident until a full collection."""
+        if self.call is call:
+            self.call = None
+        exc = None if call.cancelled() else call.exception()
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:  # the whole chain: causes hold frames too
+            seen.add(id(exc))
+            exc.__traceback__ = None
+            exc = exc.__cause__ or exc.__context__
 
 
 def _settle(fut: asyncio.Future[Any], value: Any) -> None:

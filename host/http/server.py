@@ -8,7 +8,8 @@ serving: a trap only costs its Store), the deadline → 504, no free instance in
 
 Response framing: the guest's own ``content-length`` if it set one; else, when the whole body
 is there by the time the head goes out (it waits for up to ``HEAD_HOLD`` bytes, or the end),
-a computed ``content-length``; else chunked, with the guest's trailers.
+a computed ``content-length``; else (or when the guest sent trailers) chunked, with the
+guest's trailers.
 """
 
 from __future__ import annotations
@@ -313,7 +314,7 @@ class HttpServer:
             assert ex.call is not None
             await asyncio.wait((hold, ex.call), return_when=asyncio.FIRST_COMPLETED)
             hold.cancel()
-            if pipe.eof:
+            if pipe.eof and not pipe.trailers:  # trailers need chunked framing to go out
                 headers.append(("content-length", str(pipe.size).encode()))
             elif pipe.error is not None:  # failed before anything was sent: answer for it
                 if isinstance(request_body.error, BodyTooLarge):
