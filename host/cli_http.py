@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..lattice.errors import TrellisError
+from .http.outgoing import parse_rule
 from .http.serve import DEFAULT_ADDR, ServeOptions, Serving, serve_forever, split_addr
 from .http.spin import kv_provider, variables_from_env
 from .runtime.instances import WasiOptions
@@ -53,6 +54,18 @@ def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def _outbound(ctx: click.Context, param: click.Parameter,
+              value: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeated options, each possibly comma-separated (as the environment variable is)."""
+    patterns = tuple(p.strip() for item in value for p in item.split(",") if p.strip())
+    for pattern in patterns:
+        try:
+            parse_rule(pattern)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return patterns
+
+
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--addr", default=DEFAULT_ADDR, show_default=True, envvar="TRELLIS_SERVE_ADDR",
@@ -78,13 +91,22 @@ def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
               help="Value for wasi:config and Spin variables (repeatable; also from "
                    "TRELLIS_SERVE_VAR_NAME).")
+@click.option("--allow-outbound", "allow_outbound", multiple=True, callback=_outbound,
+              envvar="TRELLIS_SERVE_ALLOW_OUTBOUND", show_envvar=True, metavar="PATTERN",
+              help="Host the component may call over HTTP (repeatable or comma-separated: "
+                   "example.com, *.example.com, 127.0.0.1:8081, *). Default: none (denied).")
+@click.option("--outbound-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, envvar="TRELLIS_SERVE_OUTBOUND_TIMEOUT", show_envvar=True,
+              help="Seconds an outgoing request may wait to connect, for its first byte and "
+                   "between bytes (a component may ask for less).")
 @click.option("--quiet", is_flag=True, envvar="TRELLIS_SERVE_QUIET", show_envvar=True,
               help="Discard the guest's stdout and stderr (default: passed through).")
 @click.pass_context
 @_guarded
 def serve(ctx: click.Context, file: Path, addr: str, pooled: bool, max_concurrency: int,
           timeout: float, max_memory: int | None, max_body: int, envs: tuple[str, ...],
-          kv: str, variables: tuple[str, ...], quiet: bool) -> None:
+          kv: str, variables: tuple[str, ...], allow_outbound: tuple[str, ...],
+          outbound_timeout: float, quiet: bool) -> None:
     """Serve FILE, a wasi:http/proxy component, over HTTP until interrupted.
 
     \b
@@ -92,6 +114,7 @@ def serve(ctx: click.Context, file: Path, addr: str, pooled: bool, max_concurren
       trellis serve http-hello.wasm
       trellis serve --addr 0.0.0.0:8080 --pooled --max-concurrency 32 app.wasm
       trellis serve --kv redis://127.0.0.1:6379 --var greeting=hi http-spin.wasm
+      trellis serve --allow-outbound api.example.com --allow-outbound 127.0.0.1:9000 app.wasm
       curl http://127.0.0.1:8080/
     """
     env = []
@@ -113,6 +136,7 @@ def serve(ctx: click.Context, file: Path, addr: str, pooled: bool, max_concurren
         max_body=max_body * 2**20,
         wasi=WasiOptions(env=tuple(env), stdout=out, stderr=out),
         cache_dir=ctx.obj["cache_dir"], kv=kv, variables=tuple(sorted(values.items())),
+        allow_outbound=allow_outbound, outbound_timeout=outbound_timeout,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _progress(f"loading {file}…")

@@ -27,9 +27,11 @@ def _filesystem_types() -> Any:
 
 
 def wasi_http_imports(*, stdout: Sink | str = "discard", stderr: Sink | str = "discard",
-                      base: HostImports | None = None) -> HostImports:
+                      base: HostImports | None = None, outgoing: Any = None) -> HostImports:
     """``base`` (or new) imports plus the wasi:io / wasi:http host side. ``stdout``/``stderr``
-    take ``WasiOptions`` values: ``inherit``, ``discard`` or a callable per chunk."""
+    take ``WasiOptions`` values: ``inherit``, ``discard`` or a callable per chunk.
+    ``outgoing`` serves ``wasi:http/outgoing-handler`` (``outgoing.OutgoingHttp``); without
+    it every outgoing request is denied."""
     imports = base.copy() if base is not None else HostImports()
     stdio = Stdio(stdout, stderr)
     table: dict[str, Any] = {
@@ -41,7 +43,7 @@ def wasi_http_imports(*, stdout: Sink | str = "discard", stderr: Sink | str = "d
         "wasi:cli/stdout": stdio,
         "wasi:cli/stderr": stdio,
         "wasi:http/types": HttpTypes(),
-        "wasi:http/outgoing-handler": OutgoingHandler(),
+        "wasi:http/outgoing-handler": outgoing if outgoing is not None else OutgoingHandler(),
         "wasi:filesystem/types": _filesystem_types(),
         "wasi:filesystem/preopens": _preopens(),
     }

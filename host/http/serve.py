@@ -17,6 +17,7 @@ from ..runtime.engine import EngineConfig
 from ..runtime.instances import InstancePolicy, Limits, WasiOptions
 from ..runtime.runtime import ComponentConfig, Runtime
 from .imports import wasi_http_imports
+from .outgoing import OutboundPolicy, OutgoingHttp
 from .proxy import ProxyComponent
 from .server import HttpServer
 from .spin import ServeBackends
@@ -46,6 +47,14 @@ class ServeOptions:
     ``redis://…`` or ``nats://…`` (``spin.py``)."""
     variables: tuple[tuple[str, str], ...] = ()
     """Values behind wasi:config and Spin variables."""
+    allow_outbound: tuple[str, ...] = ()
+    """Hosts the component may call with wasi:http/outgoing-handler (``outgoing.parse_rule``:
+    ``example.com``, ``*.example.com``, ``127.0.0.1:8081``, ``*``); none: all denied."""
+    outbound_timeout: float = 30.0
+    """Seconds: default and cap of each outgoing request's connect/first-byte/between-bytes
+    timeout."""
+    outbound_ca: str | Path | None = None
+    """Extra CA certificates (PEM) trusted for outgoing https, besides the system's."""
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -65,6 +74,8 @@ class Serving:
                                           max_workers=max(8, options.max_concurrency + 4))
         self.server: HttpServer | None = None
         self.backends: ServeBackends | None = None
+        self.outgoing = OutgoingHttp(OutboundPolicy(options.allow_outbound,
+                                                    options.outbound_timeout, options.outbound_ca))
         self.host = ""
         self.port = 0
 
@@ -76,7 +87,7 @@ class Serving:
         o = self.options
         host, port = split_addr(o.addr)
         imports = wasi_http_imports(stdout=o.wasi.stdout, stderr=o.wasi.stderr,
-                                    base=self.runtime.imports)
+                                    base=self.runtime.imports, outgoing=self.outgoing)
         config = ComponentConfig(
             policy=InstancePolicy(mode="pooled" if o.pooled else "fresh",
                                   max_instances=o.max_concurrency, inline=False),
@@ -96,6 +107,7 @@ class Serving:
         if self.server is not None:
             await self.server.close()
             self.server = None
+        await self.outgoing.aclose()
         if self.backends is not None:
             await self.backends.close()
             self.backends = None

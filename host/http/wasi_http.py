@@ -11,6 +11,7 @@ immutable. Bodies are ``Pipe``s (``pipe.py``): bounded, so they stream with back
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,8 +24,8 @@ from .wasi_io import (
     Pollable,
     current_exchange,
     enter_exchange,
+    event_pollable,
     pipe_pollable,
-    ready_pollable,
 )
 
 FORBIDDEN = frozenset({
@@ -400,17 +401,40 @@ class IncomingResponse:
 
 
 class FutureIncomingResponse:
-    """A response that is already decided (the outgoing handler answers synchronously)."""
+    """A response, decided now (``outcome``) or later by the outgoing handler: ``settle``
+    (from any thread) fills it; the guest waits on ``subscribe`` and takes it with ``get``."""
 
-    def __init__(self, outcome: Ok | Err) -> None:
-        self._outcome: Ok | Err | None = outcome
+    def __init__(self, outcome: Ok | Err | None = None,
+                 exchange: Exchange | None = None) -> None:
+        self.outcome: Ok | Err | None = outcome
+        self.taken = False
+        self.cancel: Callable[[], None] | None = None
+        """Called if the guest drops the future (the request in flight stops)."""
+        self._ready = threading.Event()
+        self._exchange = exchange
+        if outcome is not None:
+            self._ready.set()
+
+    def settle(self, outcome: Ok | Err) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self._ready.set()
 
     def subscribe(self) -> Pollable:
-        return ready_pollable()
+        return event_pollable(self._ready, self._exchange)
 
     def get(self) -> Any:
-        outcome, self._outcome = self._outcome, None
-        return Err(None) if outcome is None else Ok(outcome)
+        if not self._ready.is_set():
+            return None
+        if self.taken:
+            return Err(None)
+        self.taken = True
+        return Ok(self.outcome)
+
+    def close(self) -> None:
+        cancel, self.cancel = self.cancel, None
+        if cancel is not None:
+            cancel()
 
 
 class HttpTypes:

@@ -120,6 +120,21 @@ def clock_pollable(when_ns: int) -> Pollable:
     return Pollable(ready, wait)
 
 
+def event_pollable(event: threading.Event, exchange: Exchange | None = None) -> Pollable:
+    """Ready once ``event`` is set (by the loop, say); waits give up at the deadline of
+    ``exchange`` (else of the exchange the guest serves) or when it is aborted."""
+    def wait() -> None:
+        while not event.is_set():
+            ex = exchange or current_exchange()
+            left = ex.remaining() if ex is not None else None
+            if ex is not None and left is not None and left <= 0:
+                raise RequestDeadline("the request's deadline passed while the guest waited")
+            if ex is not None and ex.aborted is not None:
+                raise PipeClosed(str(ex.aborted))
+            event.wait(0.25 if left is None else min(left, 0.25))
+    return Pollable(event.is_set, wait)
+
+
 class Poll:
     """``wasi:io/poll``."""
 

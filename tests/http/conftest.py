@@ -25,3 +25,10 @@ def installed_wasi_deps() -> list[Path]:
 @pytest.fixture(scope="session")
 def http_hello_wasm() -> Path:
     return build_python_component(HTTP_HELLO, wit_deps=installed_wasi_deps())
+
+
+@pytest.fixture(scope="session")
+def http_fetch_wasm() -> Path:
+    """The outgoing-HTTP test guest (tests/guests/http-fetch)."""
+    return build_python_component(REPO / "tests" / "guests" / "http-fetch",
+                                  wit_deps=installed_wasi_deps())
