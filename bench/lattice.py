@@ -15,7 +15,8 @@ Paths compared, each with 1 caller (calls one after another) and 50 concurrent c
     another process, through the same nats-server (the host runs the same component, pooled).
 
 (b') as (b), but each request and reply carries headers shaped like Trellis's (invocation id,
-    deadline, encoding, caller; status, host, digest): how much of the gap nats-py headers cost.
+    deadline, caller; host, digest), sent through nats-py's own header encoding: how much of
+    the gap nats-py headers cost.
 
 (b) is the floor for (c): the same hops, without Trellis's headers, encoding, deadline and
 invocation chain. The targets compare (c) with (b). Rounds of all paths are interleaved (rotating
@@ -46,15 +47,19 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import nats
-from trellis.host import ComponentConfig, InstancePolicy, Runtime
-from trellis.lattice.client import LatticeClient
-from trellis.lattice.codec import ENCODING, encode_args
-from trellis.lattice.models import Headers
-from trellis.lattice.nats_server import NatsServer, find_nats_server
+# Python puts this script's directory first on the path, where sibling scripts (bench/http.py)
+# shadow standard modules that urllib and nats-py import: move it to the end.
+HERE = str(Path(__file__).resolve().parent)
+if sys.path and sys.path[0] == HERE:
+    sys.path.append(sys.path.pop(0))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nats  # noqa: E402
 from components import ECHO  # noqa: E402
+from trellis.host import ComponentConfig, InstancePolicy, Runtime  # noqa: E402
+from trellis.lattice.client import LatticeClient  # noqa: E402
+from trellis.lattice.codec import encode_args  # noqa: E402
+from trellis.lattice.models import Headers  # noqa: E402
+from trellis.lattice.nats_server import NatsServer, find_nats_server  # noqa: E402
 
 LATTICE = "bench"
 HOST_ID = "bench-host"
@@ -67,13 +72,15 @@ THROUGHPUT_TARGET = 0.7
 STARTUP = 60.0
 """Seconds for a host process to start (Python imports on a loaded machine)."""
 Call = Callable[[], Awaitable[Any]]
-REPLY_HEADERS = {Headers.STATUS: "ok", Headers.HOST: HOST_ID, Headers.DIGEST: "sha256:" + "0" * 64}
+REPLY_HEADERS = {Headers.HOST: HOST_ID, Headers.DIGEST: "sha256:" + "0" * 64}
+"""What a host sends with an ``ok`` reply (``Trellis-Status`` absent means ``ok``)."""
 
 
 def request_headers() -> dict[str, str]:
-    """What ``RpcCaller`` sends with every call (values of the same length)."""
+    """What ``RpcCaller`` sends with every call (values of the same length; the encoding header
+    is left out when it is the default)."""
     return {Headers.INVOCATION_ID: uuid.uuid4().hex, Headers.DEADLINE: f"{time.time() + 5:.6f}",
-            Headers.ENCODING: ENCODING, Headers.CALLER: "bench"}
+            Headers.CALLER: "bench"}
 
 
 @dataclass(frozen=True)
@@ -207,9 +214,13 @@ def host_code(url: str, uvloop: bool) -> str:
 
 
 def responder_code(url: str, reply_size: int, uvloop: bool) -> str:
-    here = str(Path(__file__).resolve().parent)
-    return (f"{loop_prelude(uvloop)}import sys; sys.path.insert(0, {here!r}); "
-            f"import asyncio, lattice; asyncio.run(lattice.respond({url!r}, {reply_size}))")
+    # This file loaded by path: the name `lattice` may be trellis's package in the cwd.
+    return (f"{loop_prelude(uvloop)}import asyncio, importlib.util, sys; "
+            f"sys.path.append({HERE!r}); "
+            f"spec = importlib.util.spec_from_file_location('bench_lattice', {__file__!r}); "
+            "mod = sys.modules['bench_lattice'] = importlib.util.module_from_spec(spec); "
+            "spec.loader.exec_module(mod); "
+            f"asyncio.run(mod.respond({url!r}, {reply_size}))")
 
 
 async def respond(url: str, reply_size: int) -> None:

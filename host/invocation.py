@@ -30,9 +30,14 @@ from .runtime.instances import Limits
 Next = Callable[["Invocation"], Awaitable[Any]]
 
 
-@dataclass(frozen=True)
+NO_LIMITS = Limits()
+"""The default ``Invocation.limits``: nothing asked for (shared: ``Limits`` is immutable)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Invocation:
-    """One call: who calls what, with which arguments and limits."""
+    """One call: who calls what, with which arguments and limits. Built once per call on the
+    serving path, so it has slots and no per-call default objects but the dicts (~2 µs)."""
 
     component: str
     """Target component id (or name)."""
@@ -41,7 +46,7 @@ class Invocation:
     args: tuple[Any, ...] = ()
     caller: str | None = None
     """Calling component, provider or client id; ``None`` for the local CLI/API."""
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = NO_LIMITS
     deadline: float | None = None
     """Absolute ``time.monotonic()`` deadline, derived from ``limits.timeout`` when unset."""
     link_name: str | None = None
@@ -77,8 +82,10 @@ class InvocationChain:
 
 
 def _bind(icp: Interceptor, nxt: Next) -> Next:
-    async def step(call: Invocation) -> Any:
-        return await icp.invoke(call, nxt)
+    # A plain function returning the interceptor's coroutine: one coroutine frame per
+    # interceptor instead of two.
+    def step(call: Invocation) -> Awaitable[Any]:
+        return icp.invoke(call, nxt)
 
     return step
 

@@ -7,6 +7,14 @@ runs in its own task: decode the arguments by the function's parameter types, bu
 component's interceptor chain, then reply with the encoded result or a typed error (the wire
 protocol lives in ``trellis.lattice.rpc``; docs/protocol.md).
 
+Concurrency: nats-py runs a subscription's callback for one message at a time, so the callback
+only starts a task per request; calls of one component run concurrently. At most
+``max_in_flight`` calls run per host: beyond that the callback waits for one to finish, and NATS
+buffers further requests in the subscription (up to its pending limits).
+
+Per call the host keeps to what the protocol needs: no per-call header dicts on replies (one
+per component digest), no trace work without trace headers, no spy record without a spy.
+
 Resource handling: ``drain(timeout)`` stops taking calls (unsubscribes, keeps processing what
 NATS already delivered) and waits for the calls in flight until the deadline; ``cancel()``
 ends the rest, each answered with a ``stopped`` error so no caller waits for its timeout.
@@ -19,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import random
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -44,7 +54,11 @@ from ..lattice.rpc import (
     PayloadStore,
     classify,
     error_body,
+    fast_headers,
+    fits_encoded,
+    header_block,
     publish,
+    publish_encoded,
     read_body,
 )
 from ..lattice.wit.typejson import FORMAT, exports_to_json
@@ -60,7 +74,9 @@ _LOG = logging.getLogger(__name__)
 REPLY_MARGIN = 0.05
 """Seconds before the caller's deadline at which the guest is stopped, so the typed deadline
 error reaches the caller before it gives up (at most 10% of the budget)."""
-_TRACE_KEYS = (Headers.TRACEPARENT, Headers.TRACESTATE)
+MAX_IN_FLIGHT = 1024
+"""Calls a host runs (or holds waiting for an instance) at once, over all its components."""
+_NO_HEADERS: dict[str, str] = {}
 
 
 @dataclass
@@ -77,12 +93,15 @@ class Served:
     invocations: int = 0
     errors: int = 0
     describe: bytes = b""
+    functions: dict[str, _Function] = field(default_factory=dict, repr=False)
+    """Export key -> what decoding and encoding it takes, for the current ``component``."""
 
     def __post_init__(self) -> None:
         self.swap(self.component)
 
     def swap(self, component: Component) -> None:
         self.component = component
+        self.functions = {}
         self.describe = Describe(
             component=self.component_id, digest=component.compiled.ref, format=FORMAT,
             exports=exports_to_json(component.world),
@@ -92,14 +111,22 @@ class Served:
 class RpcServer:
     """The invocation side of a host: subscriptions, in-flight calls, replies."""
 
-    def __init__(self, nc: Client, lattice: str, host_id: str) -> None:
+    def __init__(self, nc: Client, lattice: str, host_id: str, *,
+                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.nc, self.lattice, self.host_id = nc, lattice, host_id
         self.payloads = PayloadStore(nc, lattice)
+        fast_headers(nc)  # every request carries 3 headers: parse them at a third of the cost
         self.served: dict[str, Served] = {}
+        self.max_in_flight = max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
         self._closing = False
         self._operations: dict[str, str] = {}
         """Subject -> operation: unescaping a token costs ~10 µs, a dict hit 50 ns."""
+        self._ok_headers: dict[str, tuple[dict[str, str], bytes]] = {}
+        """Component digest -> the headers of an ``ok`` reply, and their wire encoding."""
+        self._id_prefix = f"{random.getrandbits(64):016x}"
+        self._count = itertools.count(1)
         self.telemetry: InvocationTelemetry | None = None
         """Told about every call answered (metrics, spy records); set by the host."""
 
@@ -115,10 +142,14 @@ class RpcServer:
             raise HostStoppedError(f"host {self.host_id} is stopping")
         cid = served.component_id
 
+        tasks, handle, done = self._tasks, self._handle, self._done
+
         async def on_msg(msg: Msg) -> None:
-            task = asyncio.create_task(self._handle(served, msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if len(tasks) >= self.max_in_flight:
+                await self._wait_for_room()
+            task = asyncio.create_task(handle(served, msg))
+            tasks.add(task)
+            task.add_done_callback(done)
 
         served.sub = await self.nc.subscribe(
             subjects.rpc_component(self.lattice, cid),
@@ -126,6 +157,16 @@ class RpcServer:
         )
         self.served[cid] = served
         await flush(self.nc)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._room.is_set() and len(self._tasks) < self.max_in_flight:
+            self._room.set()
+
+    async def _wait_for_room(self) -> None:
+        while len(self._tasks) >= self.max_in_flight:
+            self._room.clear()
+            await self._room.wait()
 
     async def unserve(self, component_id: str, timeout: float) -> Served | None:
         """Stop taking calls for one component; wait (until ``timeout``) for its calls."""
@@ -173,8 +214,8 @@ class RpcServer:
 
     async def _handle(self, served: Served, msg: Msg) -> None:
         started = time.perf_counter()
-        hdrs = msg.headers or {}
-        inv_id = hdrs.get(Headers.INVOCATION_ID) or uuid.uuid4().hex
+        hdrs = msg.headers or _NO_HEADERS
+        inv_id = hdrs.get(Headers.INVOCATION_ID) or f"{self._id_prefix}{next(self._count):016x}"
         component = served.component
         function = "?"
         outcome: str | None = None  # stays None for what is not an invocation (_describe)
@@ -188,7 +229,14 @@ class RpcServer:
                 return
             served.invocations += 1
             out = await self._invoke(served, component, msg, hdrs, inv_id, function)
-            await self._reply(msg, component, out, STATUS_OK, inv_id)
+            headers, block = self._ok_reply(component)
+            if fits_encoded(self.nc, out, block):  # the common case: one publish, no dicts
+                try:
+                    await publish_encoded(self.nc, msg.reply, out, headers, block)
+                except Exception:  # publishing failed: the general path reports it
+                    await self._reply(msg, component, out, STATUS_OK, inv_id)
+            else:  # through the payload store
+                await self._reply(msg, component, out, STATUS_OK, inv_id)
             outcome = STATUS_OK
         except asyncio.CancelledError:
             served.errors += 1
@@ -209,10 +257,14 @@ class RpcServer:
             await self._fail(msg, served, component, inv_id, function, kind, message, exc)
         finally:
             served.active -= 1
-            if outcome is not None and self.telemetry is not None:
-                await self.telemetry.record(served.component_id, function, outcome, started,
-                                            hdrs.get(Headers.CALLER) or "remote", inv_id,
-                                            hdrs.get(Headers.TRACEPARENT))
+            telemetry = self.telemetry
+            if outcome is not None and telemetry is not None:
+                caller = hdrs.get(Headers.CALLER) or "remote"
+                duration_ms = telemetry.record(served.component_id, outcome, started)
+                if telemetry.spying():  # only while a spy holds a lease
+                    await telemetry.publish_spy(served.component_id, function, outcome,
+                                                duration_ms, caller, inv_id,
+                                                hdrs.get(Headers.TRACEPARENT))
 
     def _operation(self, subject: str) -> str:
         if len(self._operations) > 4096:
@@ -220,41 +272,75 @@ class RpcServer:
         op = self._operations[subject] = subjects.operation_of(subject)
         return op
 
+    def _ok_reply(self, component: Component) -> tuple[dict[str, str], bytes]:
+        """The headers of an ``ok`` reply from ``component``'s code, and their wire encoding;
+        ``Trellis-Status`` is left out (absent means ``ok``, docs/protocol.md §5.2)."""
+        digest = component.compiled.ref
+        found = self._ok_headers.get(digest)
+        if found is None:
+            if len(self._ok_headers) > 256:
+                self._ok_headers.clear()
+            headers = {Headers.HOST: self.host_id, Headers.DIGEST: digest}
+            block = header_block(headers)
+            assert block is not None  # a host id is a token, a digest is hex
+            found = self._ok_headers[digest] = (headers, block)
+        return found
+
+    def _function(self, served: Served, component: Component, function: str) -> _Function:
+        fns = served.functions if served.component is component else {}
+        found = fns.get(function)
+        if found is None:
+            fn = component.resolve(function)
+            # Before running anything: a result that cannot cross hosts (a resource) is refused.
+            found = _Function(fn.key, args_codec(fn.type.params).decode,
+                              None if fn.type.result is None else codec(fn.type.result).encode)
+            if len(fns) < 4096:
+                fns[function] = found
+        return found
+
     async def _invoke(self, served: Served, component: Component, msg: Msg,
                       hdrs: dict[str, str], inv_id: str, function: str) -> bytes:
-        encoding = hdrs.get(Headers.ENCODING, ENCODING)
-        if encoding != ENCODING:
+        encoding = hdrs.get(Headers.ENCODING)
+        if encoding is not None and encoding != ENCODING:
             raise ArgumentError(f"unsupported value encoding {encoding!r}; this host speaks "
                                 f"{ENCODING!r}")
-        fn = component.resolve(function)
+        fn = self._function(served, component, function)
         deadline = _deadline(hdrs, component, served.component_id, fn.key)
         if Headers.OBJECT in hdrs:
             left = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
             body = await read_body(msg, self.payloads, left)
         else:
             body = msg.data
-        args = args_codec(fn.type.params).decode(body)
-        # Before running anything: a result that cannot cross hosts (a resource) is refused.
-        out_codec = None if fn.type.result is None else codec(fn.type.result)
-        trace_context = {k: hdrs[k] for k in _TRACE_KEYS if k in hdrs}
+        args = fn.decode(body)
+        traceparent = hdrs.get(Headers.TRACEPARENT)
+        trace_context: dict[str, str] = {}
+        if traceparent is not None:
+            trace_context[Headers.TRACEPARENT] = traceparent
+            if Headers.TRACESTATE in hdrs:
+                trace_context[Headers.TRACESTATE] = hdrs[Headers.TRACESTATE]
         call = Invocation(
             component=served.component_id, function=fn.key, args=tuple(args),
             caller=hdrs.get(Headers.CALLER) or "remote", deadline=deadline,
             link_name=hdrs.get(Headers.LINK), invocation_id=inv_id, trace_context=trace_context,
         )
-        token = context.attach(propagate.extract(hdrs)) if trace_context else None
-        try:
+        if traceparent is None:
             result = await component.chain.invoke(call)
-        finally:
-            if token is not None:
+        else:
+            token = context.attach(propagate.extract(hdrs))
+            try:
+                result = await component.chain.invoke(call)
+            finally:
                 context.detach(token)
-        return b"" if out_codec is None else out_codec.encode(result)
+        return b"" if fn.encode is None else fn.encode(result)
 
     async def _reply(self, msg: Msg, component: Component, body: bytes, status: str,
                      inv_id: str, content_type: str | None = None) -> None:
         """Answer with the digest of the code that ran (a rescale may have swapped it since)."""
-        headers = {Headers.STATUS: status, Headers.HOST: self.host_id,
-                   Headers.DIGEST: component.compiled.ref}
+        if status == STATUS_OK and content_type is None:
+            headers = dict(self._ok_reply(component)[0])
+        else:
+            headers = {Headers.STATUS: status, Headers.HOST: self.host_id,
+                       Headers.DIGEST: component.compiled.ref}
         if content_type:
             headers[Headers.CONTENT_TYPE] = content_type
         try:
@@ -281,6 +367,15 @@ class RpcServer:
                           host=self.host_id, invocation_id=inv_id, exc=exc)
         with contextlib.suppress(Exception):
             await self._reply(msg, component, body, kind, inv_id, JSON_TYPE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Function:
+    """An export as the serving path needs it: its key and its argument/result codecs."""
+
+    key: str
+    decode: Callable[[bytes], list[Any]]
+    encode: Callable[[Any], bytes] | None
 
 
 def _deadline(hdrs: dict[str, str], component: Component, cid: str, fkey: str) -> float | None:

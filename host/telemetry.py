@@ -1,7 +1,9 @@
 """What a host tells the world about the invocations it serves: metrics, the spy stream, OTLP.
 
 ``InvocationTelemetry.record`` runs once per served invocation (``RpcServer._handle``), after
-the reply is on its way, and is kept cheap because it is on every call:
+the reply is on its way, and is kept cheap because it is on every call (a plain function, no
+coroutine; the spy record is a separate ``publish_spy`` the server awaits only while
+``spying()``):
 
 * **metrics** through an injectable ``MeterProvider`` (the global one by default, a no-op until
   an SDK is installed), all with ``trellis.component`` and ``trellis.host``:
@@ -99,22 +101,27 @@ class InvocationTelemetry:
                                                  "trellis.host": self.host_id}
         return attrs
 
-    async def record(self, component_id: str, function: str, outcome: str, started: float,
-                     caller: str, invocation_id: str, traceparent: str | None) -> None:
-        """One served invocation; ``started`` is its ``time.perf_counter()``. Never raises."""
+    def record(self, component_id: str, outcome: str, started: float) -> float:
+        """Count one served invocation and record its duration; ``started`` is its
+        ``time.perf_counter()``. Returns the duration in milliseconds. Never raises."""
         duration_ms = (time.perf_counter() - started) * 1e3
-        self._calls[component_id] = self._calls.get(component_id, 0) + 1
+        calls = self._calls
+        calls[component_id] = calls.get(component_id, 0) + 1
         if outcome != OK:
             key = (component_id, outcome)
             self._errors[key] = self._errors.get(key, 0) + 1
-        self.duration.record(duration_ms, self.attributes(component_id))
-        if self.spy_until and time.monotonic() < self.spy_until:
-            await self._publish(component_id, function, outcome, duration_ms, caller,
-                                invocation_id, traceparent)
+        attrs = self._attrs.get(component_id) or self.attributes(component_id)
+        self.duration.record(duration_ms, attrs)
+        return duration_ms
 
-    async def _publish(self, component_id: str, function: str, outcome: str,
-                       duration_ms: float, caller: str, invocation_id: str,
-                       traceparent: str | None) -> None:
+    def spying(self) -> bool:
+        """Whether a spy's lease is running (then ``publish_spy`` each invocation)."""
+        return bool(self.spy_until) and time.monotonic() < self.spy_until
+
+    async def publish_spy(self, component_id: str, function: str, outcome: str,
+                          duration_ms: float, caller: str, invocation_id: str,
+                          traceparent: str | None) -> None:
+        """One spy record (fire-and-forget: buffered, written with the replies). Never raises."""
         subject = self._subjects.get(component_id)
         if subject is None:
             subject = self._subjects[component_id] = subjects.spy(self.lattice, component_id)

@@ -40,6 +40,7 @@ from opentelemetry.trace import TracerProvider
 from ...lattice.errors import CapacityTimeout, HostStoppedError
 from ...lattice.wit import types as t
 from ..invocation import (
+    NO_LIMITS,
     Interceptor,
     Invocation,
     InvocationChain,
@@ -54,8 +55,9 @@ from .imports import HostImports
 from .instances import InstanceManager, InstancePolicy, Limits, Session, WasiOptions
 from .loader import CompiledComponent, ExportedFunction, Progress, load_component
 
-_NO_LIMITS = Limits()
-"""The limits of an invocation that asks for none (shared: building one costs ~1 µs)."""
+_NO_LIMITS = NO_LIMITS
+"""The limits of an invocation that asks for none (shared: building one costs ~1 µs), the
+same object the invocation model defaults to, so host RPC calls skip ``Limits.merged``."""
 
 
 @dataclass(frozen=True)
