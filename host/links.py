@@ -26,7 +26,9 @@ from typing import Any
 
 from ..lattice.errors import NoLink
 from ..lattice.wit import types as t
+from ..lattice.wit.values import Ok
 from ..providers.sdk import Link, resolve_call, unversioned
+from .runtime.hostresources import TABLE
 from .runtime.imports import NATIVE_WASI, HostImports
 
 RemoteCall = Callable[[t.InterfaceType, str, tuple[Any, ...]], Awaitable[Any]]
@@ -107,10 +109,17 @@ class _Dispatch(Mapping[str, Callable[..., Any]]):
         key = unversioned(iface.name)
         short = iface.name.split("/", 1)[1]  # "store@0.2.0-draft": what providers are asked
         qualified = f"{iface.name}#{fname}"
-        async def call(*args: Any) -> Any:
-            target = router.lookup(component_id, key, link_name)
+
+        def call(store: int, *args: Any) -> Any:
+            # The link name is read now, in the guest's call (set-link-name is per instance).
+            return forward(LINK_NAMES.get(store, key, link_name), args)
+        call.trellis_store = True  # type: ignore[attr-defined]
+        call.trellis_async = True  # type: ignore[attr-defined]
+
+        async def forward(name: str, args: tuple[Any, ...]) -> Any:
+            target = router.lookup(component_id, key, name)
             if target is None:
-                raise NoLink(component_id, qualified, link_name)
+                raise NoLink(component_id, qualified, name)
             if target.remote is not None:
                 return await target.remote(iface, fname, args)
             fn, args = resolve_call(target.impl_for(short), fname, args)
@@ -123,6 +132,52 @@ class _Dispatch(Mapping[str, Callable[..., Any]]):
         return call
 
 
+class LinkNames:
+    """Link names chosen by guests (``wasmcloud:bus/lattice.set-link-name``), per invocation
+    as in wasmCloud: kept per Store and cleared when a pooled instance goes back idle."""
+
+    def __init__(self) -> None:
+        self._names: dict[int, dict[str, str]] = {}
+        TABLE.on_forget.append(self.forget)
+        TABLE.on_idle.append(self.forget)  # a pooled instance starts each call afresh
+
+    def get(self, store: int, interface: str, default: str) -> str:
+        names = self._names.get(store)
+        return default if names is None else names.get(interface, default)
+
+    def set(self, store: int, interface: str, name: str) -> None:
+        self._names.setdefault(store, {})[interface] = name
+
+    def forget(self, store: int) -> None:
+        self._names.pop(store, None)
+
+
+LINK_NAMES = LinkNames()
+
+
+class CallTargetInterface:
+    """``wasmcloud:bus/lattice`` ``call-target-interface``: which interface a name is for."""
+
+    def __init__(self, namespace: str, package: str, interface: str) -> None:
+        self.key = f"{namespace}:{package}/{interface}"
+
+
+class BusLattice:
+    """``wasmcloud:bus/lattice``: a component picks the link name of its next calls, so one
+    component can use two providers of one interface (``trellis link put … --name cache``)."""
+
+    CallTargetInterface = CallTargetInterface
+
+    def __init__(self, returns_result: bool) -> None:
+        # 1.0.0 returns nothing; later drafts return result<_, string>.
+        def set_link_name(store: int, name: str, interfaces: list[Any]) -> Any:
+            for iface in interfaces:
+                LINK_NAMES.set(store, iface.key, name)
+            return Ok(None) if returns_result else None
+        set_link_name.trellis_store = True  # type: ignore[attr-defined]
+        self.set_link_name = set_link_name
+
+
 def linkable(iface_name: str, static: HostImports) -> bool:
     """Whether links serve this import: not native WASI, not registered on the runtime."""
     return not NATIVE_WASI.match(iface_name) and static.find(iface_name) is None
@@ -133,6 +188,9 @@ def linked_imports(component_id: str, world: t.WorldType, router: LinkRouter,
     """The imports of one component: ``static`` plus a dispatcher per linkable interface."""
     imports = static.copy()
     for iface in world.imports:
-        if iface.functions and linkable(iface.name, static):
+        if unversioned(iface.name) == "wasmcloud:bus/lattice" and static.find(iface.name) is None:
+            ft = iface.functions.get("set-link-name")
+            imports.register(iface.name, BusLattice(ft is not None and ft.result is not None))
+        elif iface.functions and linkable(iface.name, static):
             imports.register(iface.name, _Dispatch(component_id, iface, router, link_name))
     return imports

@@ -369,3 +369,47 @@ WASI_BLOBSTORE = r"""
     (canon lift (core func $i "get") (memory $mem) (realloc $realloc) (post-return $reset)))
 )
 """
+
+# Imports wasmCloud's `wasmcloud:bus/lattice@1.0.0` (call-target-interface, set-link-name) and
+# `example:host/math`; quad-via(which, x) = double(double(x)), after choosing link name "cache"
+# for example:host/math when `which` is not 0: one component, two links of one interface.
+BUS_LINK_NAME = r"""
+(component
+  (import "wasmcloud:bus/lattice@1.0.0" (instance $bus
+    (export "call-target-interface" (type $cti (sub resource)))
+    (export "[constructor]call-target-interface" (func (param "namespace" string)
+      (param "package" string) (param "interface" string) (result (own $cti))))
+    (export "set-link-name" (func (param "name" string)
+      (param "interfaces" (list (own $cti)))))))
+  (import "example:host/math" (instance $math
+    (export "double" (func (param "x" u32) (result u32)))))
+  (core module $memmod
+    (memory (export "memory") 1)
+    (data (i32.const 0) "example")
+    (data (i32.const 8) "host")
+    (data (i32.const 16) "math")
+    (data (i32.const 24) "cache"))
+  (core instance $mem (instantiate $memmod))
+  (alias core export $mem "memory" (core memory $m))
+  (core func $new (canon lower (func $bus "[constructor]call-target-interface") (memory $m)))
+  (core func $set (canon lower (func $bus "set-link-name") (memory $m)))
+  (core func $double (canon lower (func $math "double")))
+  (core module $main
+    (import "mem" "memory" (memory 1))
+    (import "h" "new" (func $new (param i32 i32 i32 i32 i32 i32) (result i32)))
+    (import "h" "set" (func $set (param i32 i32 i32 i32)))
+    (import "h" "double" (func $d (param i32) (result i32)))
+    (func (export "quad-via") (param $which i32) (param $x i32) (result i32)
+      (if (local.get $which)
+        (then
+          (i32.store (i32.const 64) (call $new (i32.const 0) (i32.const 7) (i32.const 8)
+                                               (i32.const 4) (i32.const 16) (i32.const 4)))
+          (call $set (i32.const 24) (i32.const 5) (i32.const 64) (i32.const 1))))
+      (call $d (call $d (local.get $x)))))
+  (core instance $h
+    (export "new" (func $new)) (export "set" (func $set)) (export "double" (func $double)))
+  (core instance $i (instantiate $main (with "mem" (instance $mem)) (with "h" (instance $h))))
+  (func (export "quad-via") (param "which" u32) (param "x" u32) (result u32)
+    (canon lift (core func $i "quad-via")))
+)
+"""

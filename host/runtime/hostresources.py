@@ -14,7 +14,7 @@ import ctypes
 import hashlib
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wasmtime import WasmtimeError
@@ -51,6 +51,11 @@ class ResourceTable:
         self._stores: dict[int, dict[int, Any]] = {}
         self._reps = itertools.count(1)
         self._lock = threading.Lock()
+        self.on_forget: list[Callable[[int], None]] = []
+        """Called with a Store's context address when it is freed."""
+        self.on_idle: list[Callable[[int], None]] = []
+        """Called with a pooled Store's context address when its invocation is over, so
+        per-invocation state (a chosen link name) does not leak into the next one."""
 
     def add(self, ctx: int, obj: Any) -> int:
         rep = next(self._reps) & 0xFFFFFFFF or next(self._reps)
@@ -93,7 +98,10 @@ class ResourceTable:
             close()
 
     def forget(self, ctx: int) -> None:
-        """The Store is gone: its objects go too (their ``close`` is not awaited here)."""
+        """The Store is gone: its objects go too (their ``close`` is not awaited here), and
+        so does per-Store state others keep (``on_forget``)."""
+        for hook in self.on_forget:
+            hook(ctx)
         with self._lock:
             objs = self._stores.pop(ctx, {})
         for obj in objs.values():

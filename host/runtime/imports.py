@@ -154,7 +154,11 @@ class _Callback:
         self.handles = lowering(ft.result, resource_ids) if ft.result is not None else None
         self.result_kind = _ILL_TYPED_FOR_BOOL if ft.result == _BOOL_T else _ILL_TYPED
         self.loop = loop
-        self.is_async = fn is not None and inspect.iscoroutinefunction(fn)
+        # A function may ask for the calling Store's identity as its first argument
+        # (``trellis_store``), or declare that it returns an awaitable (``trellis_async``).
+        self.wants_store = bool(getattr(fn, "trellis_store", False))
+        self.is_async = fn is not None and (
+            inspect.iscoroutinefunction(fn) or bool(getattr(fn, "trellis_async", False)))
         if self.is_async:
             self.c_callback = ffi.wasmtime_component_func_async_callback_t(self._call_async)
         else:
@@ -167,6 +171,8 @@ class _Callback:
             if obj is not None:
                 ctx = ctx or context_address(context)
                 pyargs[i] = obj(ctx, pyargs[i])
+        if self.wants_store:
+            pyargs.insert(0, ctx or context_address(context))
         return pyargs
 
     def _lower(self, context: Any, out: Any, results: Any) -> None:

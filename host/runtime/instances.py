@@ -368,6 +368,8 @@ class InstanceManager:
         keep = self.policy.max_idle
         if keep is None:
             keep = self.policy.max_instances
+        for hook in TABLE.on_idle:
+            hook(context_address(slot.store._context()))
         with self._idle_lock:
             if len(self._idle) < keep:
                 self._idle.append(slot)

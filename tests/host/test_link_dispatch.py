@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _wat import HOST_IMPORT, HOST_RESOURCE
+from _wat import BUS_LINK_NAME, HOST_IMPORT, HOST_RESOURCE
 from trellis.host.links import LinkRouter, Target, linked_imports
 from trellis.host.runtime.imports import HostImports
 from trellis.host.runtime.instances import InstancePolicy
@@ -160,3 +160,19 @@ async def test_provider_exception_is_a_trap_naming_the_import(tmp_path: Path) ->
         router.bind_link(_target(Broken(), _link("quad")))
         with pytest.raises(GuestTrap, match="example:host/math#double.*backend down"):
             await comp.invoke("quadruple", 1)
+
+
+async def test_one_component_two_providers_of_one_interface_by_link_name(
+        tmp_path: Path, config: ComponentConfig) -> None:
+    """wasmCloud's `wasmcloud:bus/lattice.set-link-name` picks the link of the next calls."""
+    router = LinkRouter()
+    async with Runtime(cache_dir=tmp_path) as rt:
+        comp = rt.load(BUS_LINK_NAME.encode(), name="bus", config=config,
+                       imports=lambda c: linked_imports("bus", c.world, router, rt.imports))
+        router.bind_link(_target(Multiplier({"factor": "2"}), _link("bus")))
+        with pytest.raises(NoLink, match="'cache'"):
+            await comp.invoke("quad-via", 1, 1)  # the named link is not there yet
+        router.bind_link(_target(Multiplier({"factor": "3"}), _link("bus", "three", "cache")))
+        assert await comp.invoke("quad-via", 0, 1) == 4  # default link
+        assert await comp.invoke("quad-via", 1, 1) == 9  # link "cache"
+        assert await comp.invoke("quad-via", 0, 1) == 4  # each invocation starts at default
