@@ -53,3 +53,12 @@ def test_public_surface() -> None:
                                  "InstancePolicy", "HostImports", "Invocation", "WasiOptions"}
     for name in host.__all__:
         assert getattr(host, name) is not None
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test files by basename (rootdir conftest, no packages): two folders with
+    a test_x.py each stop collection for the whole suite."""
+    from collections import Counter
+
+    names = Counter(p.name for p in Path(__file__).parent.rglob("test_*.py"))
+    assert [n for n, count in names.items() if count > 1] == []
