@@ -400,12 +400,20 @@ def _listening(url: str) -> bool:
 @click.option("--start", "starts", multiple=True, metavar="ID=FILE",
               help="Start a component on the host once it is up (repeatable).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
+@click.option("--http", "http_addr", envvar="TRELLIS_UP_HTTP", show_envvar=True,
+              metavar="HOST:PORT", help="Also serve HTTP here: the http-server provider, "
+              "in-process on the host (port 0: any free port).")
+@click.option("--route", "routes", multiple=True, metavar="ID=/PREFIX",
+              help="Route requests under /PREFIX to component ID (repeatable; needs --http). "
+              "The component sees the path below the prefix; / routes everything.")
 @click.pass_context
 def up(ctx: click.Context, nats_url: str | None, lattice: str, nats_port: int,
-       starts: tuple[str, ...], labels: tuple[str, ...]) -> None:
+       starts: tuple[str, ...], labels: tuple[str, ...], http_addr: str | None,
+       routes: tuple[str, ...]) -> None:
     """Start a lattice on this machine in one command: NATS (embedded or joined) and a host.
 
-    Prints the NATS URL and the lattice name; Ctrl-C stops everything cleanly.
+    Prints the NATS URL and the lattice name (and the HTTP address with --http); Ctrl-C stops
+    everything cleanly.
     """
     wanted = []
     for item in starts:
@@ -414,19 +422,72 @@ def up(ctx: click.Context, nats_url: str | None, lattice: str, nats_port: int,
             raise click.BadParameter(f"expected ID=FILE with an existing file, got {item!r}",
                                      param_hint="--start")
         wanted.append((cid, Path(file)))
+    http = _http_options(http_addr, routes)
     from .telemetry import configure_from_env
 
     cache_dir = (ctx.obj or {}).get("cache_dir")
     telemetry = configure_from_env()
     try:
-        _run(lambda: _up(nats_url, lattice, nats_port, wanted, _labels(labels), cache_dir))
+        _run(lambda: _up(nats_url, lattice, nats_port, wanted, _labels(labels), cache_dir,
+                         http))
     finally:
         telemetry.shutdown()
 
 
+def _http_options(addr: str | None, routes: tuple[str, ...]
+                  ) -> tuple[str, list[tuple[str, str]]] | None:
+    """``--http`` and ``--route`` checked: (address, [(component, prefix)])."""
+    parsed = []
+    for item in routes:
+        cid, sep, prefix = item.partition("=")
+        if not sep or not cid or not prefix.startswith("/"):
+            raise click.BadParameter(f"expected ID=/PREFIX, got {item!r}", param_hint="--route")
+        parsed.append((cid, prefix))
+    if not addr:
+        if parsed:
+            raise click.BadParameter("routes need an HTTP server: add --http HOST:PORT",
+                                     param_hint="--route")
+        return None
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {addr!r}", param_hint="--http")
+    return addr, parsed
+
+
+UP_HTTP_ID = "http-server"
+"""Provider id of the http-server ``trellis up --http`` starts."""
+
+
+async def _up_http(h: Any, lc: Any, addr: str, routes: list[tuple[str, str]]) -> str:
+    """Start the http-server provider on host ``h`` and put a link per route; its URL once
+    every route is in place."""
+    from ..lattice.links import LinkDef
+    from ..providers.sdk import ProviderError
+
+    try:
+        hp = await h.providers.start(UP_HTTP_ID, "http-server", config={"addr": addr})
+    except ProviderError as exc:
+        raise click.ClickException(str(exc)) from None
+    provider = hp.provider
+    for cid, prefix in routes:
+        config = f"{UP_HTTP_ID}-route-{cid}"
+        await lc.put_config(config, {"path": prefix, "strip_prefix": "true"})
+        await lc.put_link(LinkDef(source_id=UP_HTTP_ID, target_id=cid, wit_namespace="wasi",
+                                  wit_package="http", interfaces=["incoming-handler"], name=cid,
+                                  source_config=config))
+    want, deadline = {cid for cid, _ in routes}, time.monotonic() + 10
+    while not want <= {r.component for r in provider.routes.values()}:
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"routes not applied within 10 s: {sorted(want)}")
+        await asyncio.sleep(0.05)
+    url: str = provider.url
+    return url
+
+
 async def _up(nats_url: str | None, lattice: str, nats_port: int,
               wanted: list[tuple[str, Path]], labels: dict[str, str],
-              cache_dir: Path | None) -> None:
+              cache_dir: Path | None, http: tuple[str, list[tuple[str, str]]] | None = None
+              ) -> None:
     from ..lattice.client import LatticeClient
     from ..lattice.nats_server import NatsServer
     from .config import HostConfig
@@ -453,6 +514,11 @@ async def _up(nats_url: str | None, lattice: str, nats_port: int,
                     ref = await lc.push_artifact(file)
                     await lc.start_component(ref, cid, host_id=h.host_id, timeout=300)
                     click.echo(f"started: {cid} ({ref[:19]}…)")
+                if http is not None:
+                    url = await _up_http(h, lc, *http)
+                    click.echo(f"http:    {url}")
+                    for cid, prefix in http[1]:
+                        click.echo(f"route:   {url}{prefix.rstrip('/')}/ -> {cid}")
             click.echo("ready (Ctrl-C to stop)", err=True)
             sys.stdout.flush()
             loop = asyncio.get_running_loop()

@@ -37,6 +37,7 @@ from ..lattice.models import (
 )
 from ..providers.sdk import ProviderError
 from .config import RESERVED_LABEL_PREFIX, check_label_key
+from .http.lattice import adapt_component, with_http_imports
 from .links import linked_imports
 from .rpc import Served
 from .runtime.imports import HostImports
@@ -223,6 +224,7 @@ class CtlServer:
             try:
                 if req.max_instances == 0:
                     if served is not None:
+                        await self.host.http.unserve(cid)
                         await self.host.rpc.unserve(cid, self.host.config.stop_timeout)
                     event["digest"] = served.component.compiled.ref if served else None
                 else:
@@ -235,6 +237,7 @@ class CtlServer:
                     else:
                         await self.host.rpc.serve(Served(cid, comp, req.image or "",
                                                          dict(req.annotations)))
+                    await self.host.http.serve(cid)  # if it exports wasi:http: HTTP via NATS
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -284,15 +287,17 @@ class CtlServer:
 
         def imports(compiled: CompiledComponent) -> HostImports:
             # Imports that are not WASI go through the host's links (host/links.py).
-            return linked_imports(cid, compiled.world, links, runtime.imports)
+            static = with_http_imports(compiled.world, runtime.imports)  # wasi:io/http: ours
+            return linked_imports(cid, compiled.world, links, static)
 
         if req.image is None:  # rescale: same code, new policy and limits
             assert served is not None
             compiled = served.component.compiled
-            return await asyncio.to_thread(Component, runtime, compiled, config,
-                                           imports(compiled))
+            return adapt_component(await asyncio.to_thread(Component, runtime, compiled,
+                                                           config, imports(compiled)))
         source = await self._fetch(req.image)
-        comp = await runtime.load_async(source, name=cid, config=config, imports=imports)
+        comp = adapt_component(await runtime.load_async(source, name=cid, config=config,
+                                                        imports=imports))
         if req.image.startswith(SHA_PREFIX) and comp.compiled.ref != req.image:
             raise CtlError(f"artifact {req.image} holds {comp.compiled.ref}; refusing it")
         return comp

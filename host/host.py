@@ -66,6 +66,7 @@ from ..lattice.rpc import RpcCaller
 from .binder import LinkBinder
 from .config import HostConfig, HostIdSlot
 from .ctl import CtlServer
+from .http.lattice import HttpLattice
 from .links import LinkRouter
 from .providers import ProviderManager
 from .rpc import RpcServer
@@ -150,6 +151,8 @@ class Host:
         self.providers = ProviderManager(self, on_change=self._provider_changed)
         self.binder = LinkBinder(self)
         self._rpc_caller: RpcCaller | None = None
+        self.http = HttpLattice(self)
+        """HTTP requests from the lattice for this host's wasi:http components."""
 
     # -- accessors -------------------------------------------------------------------------------
 
@@ -309,6 +312,7 @@ class Host:
 
     async def _shutdown(self) -> None:
         timeout = self._stop_timeout
+        await self.http.close(timeout)
         if self._rpc is not None:
             if not await self._rpc.drain(timeout):
                 _LOG.warning("host %s: %d invocation(s) still running after %gs; cancelling",

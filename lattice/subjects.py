@@ -221,3 +221,18 @@ def provider_call(lattice: str, provider_id: str) -> str:
 
 def provider_queue(lattice: str, provider_id: str) -> str:
     return f"{lattice}.{provider_id}"
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+HTTP_PREFIX = "trellis.http"
+
+
+def http_request(lattice: str, component_id: str) -> str:
+    """HTTP requests for a component exporting ``wasi:http/incoming-handler`` (queue group
+    ``http_queue``), sent by the ``http-server`` provider; docs/protocol.md."""
+    return f"{HTTP_PREFIX}.{lattice}.{check_token(component_id, 'component id')}"
+
+
+def http_queue(lattice: str, component_id: str) -> str:
+    return f"http.{lattice}.{component_id}"

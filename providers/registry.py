@@ -17,6 +17,7 @@ BUILTINS: dict[str, str] = {
     "logging": "trellis.providers.logging:LoggingProvider",
     "config": "trellis.providers.config:ConfigProvider",
     "sql-postgres": "trellis.providers.sql.postgres:PostgresSql",
+    "http-server": "trellis.providers.http_server:HttpServerProvider",
 }
 
 

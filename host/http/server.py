@@ -16,119 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import logging
-import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from ...lattice.errors import CapacityTimeout, DeadlineExceeded
+from ...lattice.http1 import MAX_HEAD, BadRequest, Request, body_length, parse_head, path_of
+from ...lattice.http1 import status_line as _status_line
 from .pipe import Exchange, Pipe, PipeClosed, RequestDeadline
 from .proxy import HttpExchange, ProxyComponent, Response, ResponseError
 
 log = logging.getLogger("trellis.http")
 
-MAX_HEAD = 64 * 1024
-"""Bytes of request line plus headers at most (431 beyond)."""
 HEAD_HOLD = 64 * 1024
 """Response bytes held back to compute a ``content-length`` before the head is sent."""
 IDLE_TIMEOUT = 30.0
 """Seconds a keep-alive connection may sit idle between requests."""
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_TARGET = re.compile(rb"^[\x21-\x7e]+$")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        self.status = status
-        super().__init__(reason)
 
 
 class BodyTooLarge(PipeClosed):
     """The request body grew past the configured limit."""
-
-
-@dataclass
-class Request:
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, bytes]]
-
-    def header(self, name: str) -> list[bytes]:
-        return [v for k, v in self.headers if k == name]
-
-
-def parse_head(raw: bytes) -> Request:
-    """The request line and headers (``raw`` ends with the blank line). Raises ``BadRequest``."""
-    lines = raw[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3:
-        raise BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if not _TOKEN.match(method):
-        raise BadRequest(400, "malformed method")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise BadRequest(505 if version.startswith(b"HTTP/") else 400, "unsupported version")
-    if not _TARGET.match(target):
-        raise BadRequest(400, "malformed request target")
-    headers: list[tuple[str, bytes]] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name):
-            raise BadRequest(400, "malformed header line")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
-            raise BadRequest(400, "control character in a header value")
-        headers.append((name.decode("ascii").lower(), value))
-    return Request(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"),
-                   headers)
-
-
-def path_of(req: Request) -> tuple[str, str | None]:
-    """(path-with-query, authority) from the target (origin-, absolute- or asterisk-form)."""
-    target = req.target
-    hosts = req.header("host")
-    if len(hosts) > 1:
-        raise BadRequest(400, "more than one Host header")
-    authority = hosts[0].decode("latin-1") if hosts else None
-    if target.startswith("/"):
-        return target, authority
-    if target == "*" and req.method == "OPTIONS":
-        return "*", authority
-    m = re.match(r"^https?://([^/?#]+)([^#]*)$", target)
-    if m is None:
-        raise BadRequest(400, "malformed request target")
-    return m.group(2) or "/", m.group(1)
-
-
-def body_length(req: Request) -> int | str | None:
-    """``"chunked"``, a byte count, or ``None`` for no body."""
-    te = req.header("transfer-encoding")
-    cl = req.header("content-length")
-    if te:
-        if cl:
-            raise BadRequest(400, "both Transfer-Encoding and Content-Length")
-        codings = [c.strip().lower() for c in b",".join(te).split(b",")]
-        if codings != [b"chunked"]:
-            raise BadRequest(501, "unsupported transfer coding")
-        return "chunked"
-    if cl:
-        values = {c.strip() for v in cl for c in v.split(b",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
-            raise BadRequest(400, "malformed Content-Length")
-        return int(next(iter(values)))
-    return None
-
-
-def _status_line(status: int) -> bytes:
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
 
 
 class HttpServer:

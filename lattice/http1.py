@@ -1,0 +1,206 @@
+"""HTTP/1.1 message parsing, and HTTP requests carried over NATS to a component.
+
+Pure functions on bytes and asyncio streams, no Trellis host code: ``trellis serve``
+(``host/http/server.py``) and the ``http-server`` provider (``providers/http_server.py``) parse
+requests with the same rules, so malformed HTTP is refused the same way by both and never
+reaches a component.
+
+The second half is the lattice wire format of one HTTP exchange (docs/protocol.md, "HTTP over
+the lattice"): the request head travels in NATS headers, the body as the payload (through the
+payload object store when it does not fit one message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+MAX_HEAD = 64 * 1024
+"""Bytes of request line plus headers at most (431 beyond)."""
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TARGET = re.compile(rb"^[\x21-\x7e]+$")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        super().__init__(reason)
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, bytes]]
+
+    def header(self, name: str) -> list[bytes]:
+        return [v for k, v in self.headers if k == name]
+
+
+def parse_head(raw: bytes) -> Request:
+    """The request line and headers (``raw`` ends with the blank line). Raises ``BadRequest``."""
+    lines = raw[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise BadRequest(400, "malformed request line")
+    method, target, version = parts
+    if not _TOKEN.match(method):
+        raise BadRequest(400, "malformed method")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise BadRequest(505 if version.startswith(b"HTTP/") else 400, "unsupported version")
+    if not _TARGET.match(target):
+        raise BadRequest(400, "malformed request target")
+    headers: list[tuple[str, bytes]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.match(name):
+            raise BadRequest(400, "malformed header line")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise BadRequest(400, "control character in a header value")
+        headers.append((name.decode("ascii").lower(), value))
+    return Request(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"),
+                   headers)
+
+
+def path_of(req: Request) -> tuple[str, str | None]:
+    """(path-with-query, authority) from the target (origin-, absolute- or asterisk-form)."""
+    target = req.target
+    hosts = req.header("host")
+    if len(hosts) > 1:
+        raise BadRequest(400, "more than one Host header")
+    authority = hosts[0].decode("latin-1") if hosts else None
+    if target.startswith("/"):
+        return target, authority
+    if target == "*" and req.method == "OPTIONS":
+        return "*", authority
+    m = re.match(r"^https?://([^/?#]+)([^#]*)$", target)
+    if m is None:
+        raise BadRequest(400, "malformed request target")
+    return m.group(2) or "/", m.group(1)
+
+
+def body_length(req: Request) -> int | str | None:
+    """``"chunked"``, a byte count, or ``None`` for no body."""
+    te = req.header("transfer-encoding")
+    cl = req.header("content-length")
+    if te:
+        if cl:
+            raise BadRequest(400, "both Transfer-Encoding and Content-Length")
+        codings = [c.strip().lower() for c in b",".join(te).split(b",")]
+        if codings != [b"chunked"]:
+            raise BadRequest(501, "unsupported transfer coding")
+        return "chunked"
+    if cl:
+        values = {c.strip() for v in cl for c in v.split(b",")}
+        if len(values) != 1 or not next(iter(values)).isdigit():
+            raise BadRequest(400, "malformed Content-Length")
+        return int(next(iter(values)))
+    return None
+
+
+def keep_alive(req: Request) -> bool:
+    conn = b",".join(req.header("connection")).lower()
+    if req.version == "HTTP/1.0":
+        return b"keep-alive" in conn
+    return b"close" not in conn
+
+
+def status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+
+
+class BodyTooLarge(Exception):
+    """A request body grew past the configured limit."""
+
+
+async def read_body(reader: asyncio.StreamReader, length: int | str | None,
+                    max_body: int | None) -> tuple[bytes, list[tuple[str, bytes]] | None]:
+    """A whole request body (and a chunked body's trailers). Raises ``BodyTooLarge``,
+    ``BadRequest`` (malformed chunking) or ``asyncio.IncompleteReadError``."""
+    if length is None:
+        return b"", None
+    if isinstance(length, int):
+        if max_body is not None and length > max_body:
+            raise BodyTooLarge(f"request body over {max_body} bytes")
+        return await reader.readexactly(length), None
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise BadRequest(400, "malformed chunk size") from None
+        if size == 0:
+            break
+        total += size
+        if max_body is not None and total > max_body:
+            raise BodyTooLarge(f"request body over {max_body} bytes")
+        parts.append(await reader.readexactly(size))
+        if await reader.readexactly(2) != b"\r\n":
+            raise BadRequest(400, "malformed chunk")
+    trailers = []
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        name, _, value = line[:-2].partition(b":")
+        trailers.append((name.decode("latin-1").strip().lower(), value.strip()))
+    return b"".join(parts), trailers or None
+
+
+def plain_response(status: int, text: str) -> bytes:
+    """A complete ``text/plain`` response that closes the connection."""
+    body = text.encode()
+    return (status_line(status) + b"content-type: text/plain\r\n"
+            + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+
+
+# -- HTTP over the lattice (docs/protocol.md, "HTTP over the lattice") -----------------------
+
+class HttpHeaders:
+    """NATS header names of one HTTP exchange on ``trellis.http.{lattice}.{component}``."""
+
+    METHOD = "Trellis-Http-Method"
+    PATH = "Trellis-Http-Path"
+    """Path with query, as the client sent it (``/a/b?x=1``)."""
+    SCHEME = "Trellis-Http-Scheme"
+    AUTHORITY = "Trellis-Http-Authority"
+    """The ``Host`` header (or the absolute-form target's authority); absent when none."""
+    FIELDS = "Trellis-Http-Headers"
+    """HTTP header fields: a JSON array of ``[name, value]`` pairs, in order (values are the
+    raw bytes read as Latin-1, so any byte round-trips; ASCII-only JSON)."""
+    TRAILERS = "Trellis-Http-Trailers"
+    """Trailer fields, same encoding; absent when none."""
+    STATUS = "Trellis-Http-Status"
+    """Response status code (decimal)."""
+    ERROR_ID = "Trellis-Http-Error-Id"
+    """On a response the host made for a failure (500/503/504): the id it logged."""
+
+
+def fields_to_json(fields: Iterable[tuple[str, bytes]]) -> str:
+    return json.dumps([[k, v.decode("latin-1")] for k, v in fields], separators=(",", ":"))
+
+
+def fields_from_json(text: str | None) -> list[tuple[str, bytes]]:
+    """The inverse of ``fields_to_json``; ``ValueError`` when it is not such an array."""
+    if not text:
+        return []
+    items = json.loads(text)
+    if not isinstance(items, list) or not all(
+            isinstance(i, list) and len(i) == 2 and all(isinstance(s, str) for s in i)
+            for i in items):
+        raise ValueError(f"{text[:80]!r} is not a JSON array of [name, value] pairs")
+    return [(k.lower(), v.encode("latin-1")) for k, v in items]
+
+
+def trailers_of(headers: Mapping[str, str]) -> list[tuple[str, bytes]] | None:
+    return fields_from_json(headers.get(HttpHeaders.TRAILERS)) or None

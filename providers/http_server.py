@@ -1,0 +1,376 @@
+"""``http-server``: the lattice's HTTP front door. Listens on one address and hands each request
+to the component its links route it to, wherever that component runs.
+
+Routes are links *from* the provider *to* a component, one per route (give each its own link
+name), with the route in the link's config (source config, else target config)::
+
+    trellis config put hello-route path=/hello strip_prefix=true
+    trellis link put http-server hello wasi:http --interface incoming-handler \\
+        --name hello --source-config hello-route
+
+- ``path=/prefix`` — requests whose path is the prefix or below it (``/hello``, ``/hello/x``,
+  ``/hello?q``; not ``/helloworld``); default ``/`` (everything). The longest prefix wins; on a
+  tie, a route with a ``host`` beats one without.
+- ``host=example.com`` — only requests with this ``Host`` (case-insensitive; without a port in
+  the route, any port matches).
+- ``strip_prefix=true`` — the component sees the path below the prefix (``/hello/x`` → ``/x``).
+
+Provider config: ``addr=127.0.0.1:8080`` (``:0`` picks a free port; ``bound`` in ``describe``),
+``timeout=30`` (seconds per request, the component's deadline), ``max_body=104857600`` (bytes).
+
+Each request crosses NATS to ``trellis.http.{lattice}.{component}`` (queue group per component,
+answered by ``host/http/lattice.py`` on a host running it); the wire format is in
+``lattice/http1.py`` and docs/protocol.md. Bodies are buffered whole (up to ``max_body``) and
+go through the payload object store when they do not fit a NATS message.
+
+Errors: malformed HTTP → 400 (431, 501, 505 as they apply; never forwarded); no route → 404;
+body over ``max_body`` → 413; no host runs the component → 503; no answer by the deadline →
+504; the component's own failures come back as the host made them (500 with an error id, 504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from ..lattice import subjects
+from ..lattice.http1 import (
+    MAX_HEAD,
+    BadRequest,
+    BodyTooLarge,
+    HttpHeaders,
+    Request,
+    body_length,
+    fields_from_json,
+    fields_to_json,
+    keep_alive,
+    parse_head,
+    path_of,
+    plain_response,
+    read_body,
+    status_line,
+    trailers_of,
+)
+from ..lattice.models import Headers
+from ..lattice.rpc import PayloadStore, fits
+from .sdk import Health, Link, Provider, ProviderContext, ProviderError
+
+log = logging.getLogger("trellis.provider.http")
+
+DEFAULT_ADDR = "127.0.0.1:8080"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_BODY = 100 * 2**20
+REPLY_GRACE = 1.0
+"""Seconds past a request's deadline to wait for the host's own answer (its 504 names the
+error id it logged) before answering 504 here."""
+IDLE_TIMEOUT = 30.0
+"""Seconds a keep-alive connection may sit idle between requests."""
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade",
+               "proxy-connection", "trailer"}
+
+
+@dataclass(frozen=True)
+class Route:
+    component: str
+    prefix: str
+    host: str | None
+    strip: bool
+    key: tuple[str, str, str, str]
+
+    def matches(self, path: str, authority: str | None) -> bool:
+        if self.host is not None:
+            got = (authority or "").lower()
+            if ":" not in self.host:
+                got = got.rsplit(":", 1)[0] if not got.endswith("]") else got
+            if got != self.host:
+                return False
+        if self.prefix == "/":
+            return True
+        after = path[len(self.prefix):len(self.prefix) + 1]
+        return path.startswith(self.prefix) and after in ("", "/", "?")
+
+    def rewrite(self, path: str) -> str:
+        if not self.strip or self.prefix == "/":
+            return path
+        rest = path[len(self.prefix):]
+        return rest if rest.startswith("/") else "/" + rest
+
+
+def route_of(link: Link) -> Route:
+    """The route a link declares; ``ProviderError`` naming the bad setting."""
+    config = {**link.target_config, **link.source_config}
+    prefix = config.get("path", "/").strip() or "/"
+    if not prefix.startswith("/") or "?" in prefix or "#" in prefix:
+        raise ProviderError(f"http route {link.source} → {link.target}: path={prefix!r} must be "
+                            "a path prefix starting with '/' (no query)")
+    if prefix != "/":
+        prefix = prefix.rstrip("/")
+    host = config.get("host", "").strip().lower() or None
+    strip = config.get("strip_prefix", "false").strip().lower() in ("1", "true", "yes", "on")
+    return Route(link.target, prefix, host, strip, link.key)
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ProviderError(f"http-server addr={addr!r}: use HOST:PORT, e.g. {DEFAULT_ADDR}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _number(config: Mapping[str, str], key: str, default: float) -> float:
+    try:
+        value = float(config.get(key, default))
+    except ValueError:
+        raise ProviderError(f"http-server {key}={config[key]!r}: expected a number") from None
+    if value <= 0:
+        raise ProviderError(f"http-server {key}={value:g}: must be > 0")
+    return value
+
+
+class HttpServerProvider(Provider):
+    name = "http-server"
+    interfaces = ()
+    """It serves no import: it *calls* components' ``wasi:http/incoming-handler``."""
+
+    def __init__(self, config: Mapping[str, str] | None = None) -> None:
+        super().__init__(config)
+        self.addr = split_addr(self.config.get("addr", DEFAULT_ADDR))
+        self.timeout = _number(self.config, "timeout", DEFAULT_TIMEOUT)
+        self.max_body = int(_number(self.config, "max_body", DEFAULT_MAX_BODY))
+        self.routes: dict[tuple[str, str, str, str], Route] = {}
+        self.bound: tuple[str, int] | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.Task[Any]] = set()
+        self._payloads: PayloadStore | None = None
+        self.stats = {"requests": 0, "errors": 0}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, context: ProviderContext) -> None:
+        await super().start(context)
+        if context.nc is None:
+            raise ProviderError("http-server needs a lattice (a NATS connection) to reach "
+                                "components; run it in a host or with `trellis provider run`")
+        self._payloads = PayloadStore(context.nc, context.lattice)
+        host, port = self.addr
+        try:
+            self._server = await asyncio.start_server(self._connection, host, port,
+                                                      limit=MAX_HEAD)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ProviderError(f"http-server cannot listen on {host}:{port} ({reason}): set "
+                                "addr=HOST:PORT in its config to a free address") from exc
+        sock = self._server.sockets[0].getsockname()
+        self.bound = (sock[0], sock[1])
+        self.log.info("http-server listening on http://%s:%d", *self.bound)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            for task in list(self._conns):
+                task.cancel()
+            await asyncio.gather(*self._conns, return_exceptions=True)
+            await server.wait_closed()
+
+    async def health(self) -> Health:
+        ok = self._server is not None and self._server.is_serving()
+        return Health(ok, f"{len(self.routes)} route(s)" if ok else "not listening")
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.bound is not None:
+            out["bound"] = f"{self.bound[0]}:{self.bound[1]}"
+        return out
+
+    @property
+    def url(self) -> str:
+        assert self.bound is not None, "not started"
+        return f"http://{self.bound[0]}:{self.bound[1]}"
+
+    # -- links = routes --------------------------------------------------------------------------
+
+    def _mine(self, link: Link) -> bool:
+        me = self.context.provider_id if self.context else None
+        return link.source == me and link.namespace == "wasi" and link.package == "http"
+
+    async def link_put(self, link: Link) -> None:
+        await super().link_put(link)
+        if self._mine(link):
+            route = route_of(link)
+            self.routes[link.key] = route
+            self.log.info("route %s%s → %s", route.host or "*", route.prefix, route.component)
+
+    async def link_del(self, link: Link) -> None:
+        await super().link_del(link)
+        self.routes.pop(link.key, None)
+
+    def route(self, path: str, authority: str | None) -> Route | None:
+        """The longest matching prefix; a host-specific route wins a tie."""
+        best: Route | None = None
+        for r in self.routes.values():
+            if r.matches(path, authority) and (
+                    best is None or (len(r.prefix), r.host is not None)
+                    > (len(best.prefix), best.host is not None)):
+                best = r
+        return best
+
+    # -- connections -----------------------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        except Exception:  # never let one connection's bug reach the loop's handler
+            log.exception("connection failed")
+        finally:
+            self._conns.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request; ``True`` to keep the connection for another."""
+        try:
+            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+        except asyncio.LimitOverrunError:
+            await _send(writer, plain_response(431, "request header section too large\n"))
+            return False
+        except (asyncio.IncompleteReadError, TimeoutError):
+            return False
+        try:
+            req = parse_head(raw)
+            path, authority = path_of(req)
+            length = body_length(req)
+            if isinstance(length, int) and length > self.max_body:
+                raise BodyTooLarge(f"request body over {self.max_body} bytes")
+            if length is not None and any(v.lower() == b"100-continue"
+                                          for v in req.header("expect")):
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body, trailers = await asyncio.wait_for(read_body(reader, length, self.max_body),
+                                                    self.timeout)
+        except BadRequest as exc:
+            await _send(writer, plain_response(exc.status, f"{exc}\n"))
+            return False
+        except BodyTooLarge as exc:
+            await _send(writer, plain_response(413, f"{exc}\n"))
+            return False
+        except TimeoutError:
+            await _send(writer, plain_response(408, "request body not received in time\n"))
+            return False
+        self.stats["requests"] += 1
+        route = self.route(path, authority)
+        if route is None:
+            await _send(writer, plain_response(404, f"no route for {authority or ''}{path}\n"))
+            return False
+        status, fields, data, resp_trailers = await self.forward(
+            route, req, route.rewrite(path), authority, body, trailers)
+        await self._write(writer, req, status, fields, data, resp_trailers)
+        return keep_alive(req)
+
+    # -- over the lattice ------------------------------------------------------------------------
+
+    async def forward(self, route: Route, req: Request, path: str, authority: str | None,
+                      body: bytes, trailers: list[tuple[str, bytes]] | None
+                      ) -> tuple[int, list[tuple[str, bytes]], bytes,
+                                 list[tuple[str, bytes]] | None]:
+        """Send one request to ``route.component``'s queue group; its answer, or ours for a
+        failure to reach it."""
+        assert self.context is not None and self._payloads is not None
+        nc, lattice = self.context.nc, self.context.lattice
+        req_id = uuid.uuid4().hex
+        started = time.monotonic()
+        headers = {
+            Headers.INVOCATION_ID: req_id,
+            Headers.CALLER: self.context.provider_id,
+            Headers.DEADLINE: f"{time.time() + self.timeout:.6f}",
+            HttpHeaders.METHOD: req.method,
+            HttpHeaders.PATH: path,
+            HttpHeaders.SCHEME: "http",
+            HttpHeaders.FIELDS: fields_to_json(req.headers),
+        }
+        if authority is not None:
+            headers[HttpHeaders.AUTHORITY] = authority
+        if trailers:
+            headers[HttpHeaders.TRAILERS] = fields_to_json(trailers)
+        subject = subjects.http_request(lattice, route.component)
+        try:
+            if not fits(nc, body, headers):
+                await asyncio.wait_for(self._payloads.put(f"{req_id}.req", body), self.timeout)
+                headers[Headers.OBJECT], headers[Headers.SIZE] = f"{req_id}.req", str(len(body))
+                body = b""
+            left = self.timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise NatsTimeoutError
+            msg = await nc.request(subject, body, timeout=left + REPLY_GRACE, headers=headers)
+            hdrs = msg.headers or {}
+            data = msg.data
+            if Headers.OBJECT in hdrs:
+                left = max(0.001, self.timeout - (time.monotonic() - started))
+                data = await self._payloads.take(hdrs[Headers.OBJECT], left)
+            status = int(hdrs[HttpHeaders.STATUS])
+            return status, fields_from_json(hdrs.get(HttpHeaders.FIELDS)), data, trailers_of(hdrs)
+        except NoRespondersError:
+            return self._error(503, f"no host runs component {route.component!r}")
+        except (TimeoutError, NatsTimeoutError):
+            return self._error(504, f"{route.component} did not answer within "
+                                    f"{self.timeout:g}s")
+        except (KeyError, ValueError, json.JSONDecodeError) as exc:
+            return self._error(502, f"unreadable answer from {route.component}: {exc}")
+        except Exception as exc:  # NATS down, object store unreachable
+            return self._error(502, f"cannot reach {route.component}: "
+                                    f"{type(exc).__name__}: {exc}")
+
+    def _error(self, status: int, text: str) -> tuple[int, list[tuple[str, bytes]], bytes, None]:
+        self.stats["errors"] += 1
+        log.warning("%d: %s", status, text)
+        return status, [("content-type", b"text/plain")], (text + "\n").encode(), None
+
+    async def _write(self, writer: asyncio.StreamWriter, req: Request, status: int,
+                     fields: list[tuple[str, bytes]], data: bytes,
+                     trailers: list[tuple[str, bytes]] | None) -> None:
+        no_body = req.method == "HEAD" or status in (204, 304) or status < 200
+        headers = [(k, v) for k, v in fields if k not in _HOP_BY_HOP]
+        chunked = bool(trailers) and not no_body
+        if chunked:
+            headers = [(k, v) for k, v in headers if k != "content-length"]
+            headers.append(("transfer-encoding", b"chunked"))
+        elif not no_body and not any(k == "content-length" for k, _ in headers):
+            headers.append(("content-length", str(len(data)).encode()))
+        if not keep_alive(req):
+            headers.append(("connection", b"close"))
+        head = [status_line(status)]
+        head += [k.encode("latin-1") + b": " + v + b"\r\n" for k, v in headers]
+        writer.write(b"".join(head) + b"\r\n")
+        if no_body:
+            pass
+        elif chunked:
+            if data:
+                writer.write(b"%x\r\n%b\r\n" % (len(data), data))
+            writer.write(b"0\r\n" + b"".join(k.encode("latin-1") + b": " + v + b"\r\n"
+                                             for k, v in trailers or ()) + b"\r\n")
+        else:
+            writer.write(data)
+        await writer.drain()
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
