@@ -19,6 +19,7 @@ carries the lattice, so several lattices share one NATS deployment.
     TRELLIS_{lattice}_hosts                                 KV: one record per live host (registry)
     TRELLIS_{lattice}_links / _config                       KV: links and named config (links.py)
     trellis.prov.{lattice}.{provider}.call                  provider interface calls (queue group)
+    trellis.http.{lattice}.{component}                      HTTP requests for a wasi:http component
 
 Operations are ``ns:pkg/iface@ver#func`` or a root ``func``; NATS tokens cannot hold ``.``,
 ``*``, ``>`` or whitespace, so ``operation_token`` escapes them reversibly (tested).
