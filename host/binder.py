@@ -140,6 +140,13 @@ class LinkBinder:
 
     async def _on_change(self, op: str, ld: LinkDef | None, config: Any) -> None:
         if op == "synced":
+            # A watch restarted after a failure reports puts only: links deleted meanwhile
+            # are the ones applied here that the snapshot no longer holds.
+            if self.watch is not None:
+                current = self.watch.links
+                for key, link in list(self._applied.items()):
+                    if key not in current:
+                        await self._unapply(key, link)
             self.synced.set()
             return
         if ld is not None:
@@ -164,6 +171,9 @@ class LinkBinder:
         """Bind (or rebind) one link on this host."""
         link = self._resolve(ld)
         host = self.host
+        old = self._applied.get(ld.key)
+        if old is not None and set(old.interfaces) - set(link.interfaces):
+            host.links.unbind_link(old)  # replaced by a link that names fewer interfaces
         local_target = host.providers.local(link.target)
         if local_target is not None:
             await _tell(local_target.link_put(link), link)
@@ -178,7 +188,10 @@ class LinkBinder:
         self._applied[ld.key] = link
 
     async def remove(self, ld: LinkDef) -> None:
-        link = self._applied.pop(ld.key, None) or self._resolve(ld)
+        await self._unapply(ld.key, self._applied.get(ld.key) or self._resolve(ld))
+
+    async def _unapply(self, key: tuple[str, str, str], link: Link) -> None:
+        self._applied.pop(key, None)
         self.host.links.unbind_link(link)
         for pid in (link.target, link.source):
             provider = self.host.providers.local(pid)
