@@ -1,4 +1,5 @@
-"""``bench/http.py --quick`` runs to the end and prints its figures and targets.
+"""``bench/http.py --quick`` runs to the end and prints its figures and targets, (d) through
+the lattice included.
 
 Only that the benchmark works is tested: its timings depend on the machine and its load, so
 whether a target is met is reported by the benchmark, never asserted here.
@@ -25,14 +26,21 @@ def test_http_bench_quick_run() -> None:
     assert done.returncode == 0, done.stderr[-4000:] + done.stdout[-2000:]
     out = done.stdout
     for server in ("(a) trellis serve, fresh", "(b) trellis serve --pooled",
-                   "(c) wasmtime serve -S cli=y"):
+                   "(c) wasmtime serve -S cli=y", "(d) through the lattice"):
         rows = re.findall(rf"^  {re.escape(server)} +(1|32) +\d+ ", out, re.MULTILINE)
         assert sorted(rows) == ["1", "32"], out[-4000:]
-    assert "(d) through the lattice" in out and "not available" in out, out[-4000:]
+    # (d): the provider in the up host, the component on the other host only
+    assert re.search(r"^\(d\) lattice .*provider on host bench-a.*\n +http-hello on host "
+                     r"bench-b only", out, re.MULTILINE), out[-4000:]
+    for ratio in ("a/c", "b/c", "d/a"):
+        assert len(re.findall(rf"^    {ratio} at +(?:1|32) connections? +[\d.]+x$", out,
+                              re.MULTILINE)) == 2, out[-4000:]
     assert "\ntargets\n" in out, out[-4000:]
     targets = out.split("\ntargets\n", 1)[1]
-    assert len(re.findall(r"^  (?:PASS|MISS)  ", targets, re.MULTILINE)) == 4, targets
-    assert re.search(r"^  \d+/4 targets met", targets, re.MULTILINE), targets
+    assert len(re.findall(r"^  (?:PASS|MISS)  ", targets, re.MULTILINE)) == 6, targets
+    assert len(re.findall(r"^  (?:PASS|MISS)  \(d\) through the lattice at (?:1|32) conn: .*"
+                          r">= 0\.6x \(a\)", targets, re.MULTILINE)) == 2, targets
+    assert re.search(r"^  \d+/6 targets met", targets, re.MULTILINE), targets
 
 
 def test_python_client_counts_keep_alive_answers() -> None:
