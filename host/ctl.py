@@ -246,6 +246,7 @@ class CtlServer:
                 return
             event["seconds"] = round(time.monotonic() - started, 3)
             await self.host.publish_event("component_scaled", event)
+            self.host.refresh_record()  # `host list` shows the new component count at once
 
     async def provider_start(self, data: bytes) -> CtlReply[Any]:
         req = parse(StartProvider, data, "provider.start")

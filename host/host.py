@@ -375,7 +375,7 @@ class Host:
             self.labels[key] = value
         await self.publish_event("labels_changed", {"host_id": self.host_id,
                                                     "labels": dict(self.labels)})
-        self._refresh_record()
+        self.refresh_record()
         return True
 
     async def publish_event(self, name: str, data: dict[str, Any]) -> None:
@@ -396,12 +396,12 @@ class Host:
                 await self.publish_event("host_heartbeat", self.inventory().model_dump())
             except Exception:  # a bad inventory must not end the heartbeat
                 _LOG.exception("host %s: heartbeat failed", self.host_id)
-            self._refresh_record()
+            self.refresh_record()
 
     async def _on_reconnect(self) -> None:
         if self.state is HostState.RUNNING:  # let the lattice see us again at once
             await self.publish_event("host_heartbeat", self.inventory().model_dump())
-            self._refresh_record()  # a restarted server may have lost the registry bucket
+            self.refresh_record()  # a restarted server may have lost the registry bucket
 
     # -- host registry ---------------------------------------------------------------------------
 
@@ -411,7 +411,7 @@ class Host:
                           heartbeat_interval=self.config.heartbeat_interval,
                           timeout=self.config.resolved_host_timeout())
 
-    def _refresh_record(self) -> None:
+    def refresh_record(self) -> None:
         """Rewrite the registry record in the background; returns at once. A write asked for
         while one runs follows it (with the state of then), so writes never pile up."""
         if self._registry is None:
