@@ -174,9 +174,13 @@ class LinkBinder:
         old = self._applied.get(ld.key)
         if old is not None and set(old.interfaces) - set(link.interfaces):
             host.links.unbind_link(old)  # replaced by a link that names fewer interfaces
+        if old is not None and old.target != link.target:
+            previous = host.providers.local(old.target)
+            if previous is not None:  # relinked elsewhere: the old provider lets go
+                await tell_provider(previous.link_del(old), old)
         local_target = host.providers.local(link.target)
         if local_target is not None:
-            await _tell(local_target.link_put(link), link)
+            await tell_provider(local_target.link_put(link), link)
             host.links.bind_link(Target(link.target, link, implementation=(
                 lambda iface, p=local_target, lk=link: p.implementation(iface, lk))))
         else:
@@ -184,7 +188,7 @@ class LinkBinder:
                                         remote=LatticeTarget(host, link).call))
         local_source = host.providers.local(link.source)
         if local_source is not None:
-            await _tell(local_source.link_put(link), link)
+            await tell_provider(local_source.link_put(link), link)
         self._applied[ld.key] = link
 
     async def remove(self, ld: LinkDef) -> None:
@@ -196,7 +200,7 @@ class LinkBinder:
         for pid in (link.target, link.source):
             provider = self.host.providers.local(pid)
             if provider is not None:
-                await _tell(provider.link_del(link), link)
+                await tell_provider(provider.link_del(link), link)
 
     async def provider_changed(self, provider_id: str) -> None:
         """A provider started or stopped here: re-apply the links that involve it."""
@@ -207,7 +211,7 @@ class LinkBinder:
                 await self.apply(ld)
 
 
-async def _tell(awaitable: Any, link: Link) -> None:
+async def tell_provider(awaitable: Any, link: Link) -> None:
     """A provider's link_put/link_del: errors are logged, never stop the binder."""
     started = time.monotonic()
     try:

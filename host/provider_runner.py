@@ -22,7 +22,7 @@ from ..lattice.links import LinkDef, LinkStore
 from ..providers.registry import provider_class
 from ..providers.remote import ProviderServer
 from ..providers.sdk import Link, Provider, ProviderContext, ProviderError
-from .binder import to_link
+from .binder import tell_provider, to_link
 
 _LOG = logging.getLogger(__name__)
 
@@ -115,18 +115,22 @@ async def _follow_links(store: LinkStore, provider: Provider, provider_id: str,
                         todo = [ld]
                     for item in todo:
                         if provider_id not in (item.source_id, item.target_id):
+                            gone = applied.pop(item.key, None)  # relinked to someone else
+                            if gone is not None:
+                                await tell_provider(provider.link_del(gone), gone)
                             continue
                         if change.op == "del" and ld is not None:
                             old = applied.pop(item.key, None)
                             if old is not None:
-                                await provider.link_del(old)
+                                await tell_provider(provider.link_del(old), old)
                             continue
                         try:
                             src, dst = watch.resolve(item)
                         except ConfigNotFound:
                             src, dst = {}, {}
                         link = applied[item.key] = to_link(item, src, dst)
-                        await provider.link_put(link)
+                        # A bad link is logged; it stops neither the others nor the watch.
+                        await tell_provider(provider.link_put(link), link)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -12,6 +12,7 @@ changes are lattice events (``provider_started``, ``provider_exited``, ``provide
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -98,7 +99,12 @@ class ProviderManager:
             hp.task = asyncio.create_task(self._supervise(hp), name=f"provider {provider_id}")
         else:
             hp.provider = cls(config)
-            await self._start_inprocess(hp)
+            try:
+                await self._start_inprocess(hp)
+            except BaseException:  # release what it took (a bound port, a connection)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(hp.provider.stop(), 10)
+                raise
             hp.task = asyncio.create_task(self._watch_health(hp), name=f"health {provider_id}")
         self.providers[provider_id] = hp
         await self.host.publish_event("provider_started", hp.describe())

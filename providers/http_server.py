@@ -85,7 +85,7 @@ class Route:
     prefix: str
     host: str | None
     strip: bool
-    key: tuple[str, str, str, str]
+    key: tuple[str, str, str]
 
     def matches(self, path: str, authority: str | None) -> bool:
         if self.host is not None:
@@ -147,7 +147,7 @@ class HttpServerProvider(Provider):
         self.addr = split_addr(self.config.get("addr", DEFAULT_ADDR))
         self.timeout = _number(self.config, "timeout", DEFAULT_TIMEOUT)
         self.max_body = int(_number(self.config, "max_body", DEFAULT_MAX_BODY))
-        self.routes: dict[tuple[str, str, str, str], Route] = {}
+        self.routes: dict[tuple[str, str, str], Route] = {}
         self.bound: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[Any]] = set()

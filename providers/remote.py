@@ -39,7 +39,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from ..lattice import subjects
 from ..lattice.codec import decode_args, decode_result, encode_args, encode_result
-from ..lattice.errors import LinkTargetUnavailable, TrellisError
+from ..lattice.errors import LinkTargetUnavailable, NoLink, TrellisError
 from ..lattice.wit import types as t
 from ..lattice.wit.resources import map_resources, without_resources
 from ..lattice.wit.typejson import func_from_json, func_to_json
@@ -123,6 +123,8 @@ class RemoteProvider:
         status = (msg.headers or {}).get(H_STATUS, "")
         if status != "ok":
             text = bytes(msg.data).decode("utf-8", "replace")
+            if status == "no_link":  # the provider has not heard of this link (yet)
+                raise NoLink(self.source, name, self.link_name)
             raise ProviderCallFailed(self.provider_id, name, status or "failed", text)
         return msg
 
@@ -246,11 +248,13 @@ class ProviderServer:
             ft = func_from_json(json.loads(type_json))
             table = self._handles.setdefault(source, {})
 
-            def to_obj(_r: Any) -> Callable[[Any, int], Any]:
+            def to_obj(r: Any) -> Callable[[Any, int], Any]:
+                owned = isinstance(r, t.OwnType)  # an own handle moves back: forget it here
+
                 def get(_c: Any, n: int) -> Any:
                     if n not in table:
                         raise _Refused("bad_request", f"unknown resource handle {n}")
-                    return table[n]
+                    return table.pop(n) if owned else table[n]
                 return get
 
             def to_handle(_r: Any) -> Callable[[Any, Any], int]:

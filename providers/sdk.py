@@ -55,10 +55,10 @@ class Link:
     the subjects to subscribe to)."""
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """What identifies a link: one per source, package and link name."""
-        return (self.source, f"{self.namespace}:{self.package}", self.name, ",".join(
-            sorted(self.interfaces)))
+    def key(self) -> tuple[str, str, str]:
+        """What identifies a link: one per source, package and link name (a link put again
+        with other interfaces or config replaces it)."""
+        return (self.source, f"{self.namespace}:{self.package}", self.name)
 
     def qualified(self, interface: str) -> str:
         """``wasi:keyvalue/store`` for ``store`` (no version: providers serve them all)."""
@@ -105,7 +105,7 @@ class Provider:
     def __init__(self, config: Mapping[str, str] | None = None) -> None:
         self.config: dict[str, str] = dict(config or {})
         self.context: ProviderContext | None = None
-        self.links: dict[tuple[str, str, str, str], Link] = {}
+        self.links: dict[tuple[str, str, str], Link] = {}
 
     async def start(self, context: ProviderContext) -> None:
         """Connect to the backend. Raise ``ProviderError`` with a fix-it message on failure."""
@@ -165,6 +165,10 @@ def resolve_call(impl: Any, function: str, args: tuple[Any, ...]
     by the WIT name. Raises ``LookupError`` naming what is missing."""
     if isinstance(impl, Mapping):
         fn = impl.get(function)
+    elif not function.startswith("[") and isinstance(impl, Provider) \
+            and hasattr(Provider, _snake(function)):
+        # The guest's WIT names the function: never let it reach the lifecycle (stop, start…).
+        raise LookupError(f"{function!r} is not an interface function of {type(impl).__name__}")
     elif function.startswith("["):
         kind, _, rest = function[1:].partition("]")
         res, _, member = rest.partition(".")

@@ -102,7 +102,7 @@ class NatsMessaging(Provider):
         super().__init__(config)
         self.nc: Client | None = None
         self._own_nc = False
-        self._handlers: dict[tuple[str, str, str, str], _Handler] = {}
+        self._handlers: dict[tuple[str, str, str], _Handler] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(64)
         self._consumer = Consumer(self)
@@ -188,7 +188,7 @@ class NatsMessaging(Provider):
         await super().link_del(link)
         await self._unsubscribe(link.key)
 
-    async def _subscribe(self, key: tuple[str, str, str, str], component: str,
+    async def _subscribe(self, key: tuple[str, str, str], component: str,
                          subjects: list[str], queue: str) -> None:
         nc = self._connection()
         handler = _Handler(component)
@@ -210,7 +210,7 @@ class NatsMessaging(Provider):
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _unsubscribe(self, key: tuple[str, str, str, str]) -> None:
+    async def _unsubscribe(self, key: tuple[str, str, str]) -> None:
         handler = self._handlers.pop(key, None)
         if handler is None:
             return

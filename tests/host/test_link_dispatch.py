@@ -176,3 +176,27 @@ async def test_one_component_two_providers_of_one_interface_by_link_name(
         assert await comp.invoke("quad-via", 0, 1) == 4  # default link
         assert await comp.invoke("quad-via", 1, 1) == 9  # link "cache"
         assert await comp.invoke("quad-via", 0, 1) == 4  # each invocation starts at default
+
+
+def test_a_guest_cannot_reach_the_provider_lifecycle() -> None:
+    """The guest's own WIT names the functions: `stop` or `link-del` must not resolve to the
+    provider's lifecycle methods."""
+    from trellis.providers.sdk import resolve_call
+
+    provider = Multiplier({"factor": "2"})
+    for name in ("stop", "start", "link-del", "health", "implementation"):
+        with pytest.raises(LookupError, match="not an interface function"):
+            resolve_call(provider, name, ())
+    fn, _ = resolve_call(provider, "double", (1,))
+    assert fn == provider.double
+
+
+async def test_a_link_put_again_replaces_the_providers_copy() -> None:
+    provider = Multiplier({"factor": "2"})
+    first = Link("c", "p", "example", "host", ("math",), target_config={"v": "1"})
+    second = Link("c", "p", "example", "host", ("math", "more"), target_config={"v": "2"})
+    await provider.link_put(first)
+    await provider.link_put(second)
+    assert list(provider.links.values()) == [second]
+    await provider.link_del(first)  # the same link, whatever its interfaces
+    assert provider.links == {}
