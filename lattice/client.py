@@ -469,10 +469,14 @@ class LatticeClient:
     async def _ctl(self, subject: str, req: BaseModel | None, operation: str, target: str,
                    timeout: float | None) -> Any:
         payload = b"" if req is None else req.model_dump_json().encode()
+        wait = timeout or self.timeout
         try:
-            msg = await self.nc.request(subject, payload, timeout=timeout or self.timeout)
-        except (NoRespondersError, NatsTimeoutError):
+            msg = await self.nc.request(subject, payload, timeout=wait)
+        except NoRespondersError:
             raise HostNotFound(target, self.lattice) from None
+        except NatsTimeoutError:
+            raise CtlRequestFailed(operation, target, f"no reply within {wait:g} s (the host "
+                                   "may still be working on it; raise --timeout)") from None
         try:
             reply = CtlReply[Any].model_validate_json(msg.data)
         except ValidationError as exc:

@@ -10,9 +10,12 @@ passed through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import hashlib
+import inspect
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -93,9 +96,7 @@ class ResourceTable:
             obj = self._stores.get(ctx, {}).pop(rep, None)
             if obj is None:
                 obj = self._stores.get(DETACHED, {}).pop(rep, None)
-        close = getattr(obj, "close", None)
-        if callable(close):
-            close()
+        _close(obj)
 
     def forget(self, ctx: int) -> None:
         """The Store is gone: its objects go too (their ``close`` is not awaited here), and
@@ -105,15 +106,33 @@ class ResourceTable:
         with self._lock:
             objs = self._stores.pop(ctx, {})
         for obj in objs.values():
-            close = getattr(obj, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception:  # a provider's cleanup must not break Store teardown
-                    pass
+            _close(obj)
 
     def live(self, ctx: int) -> int:
         return len(self._stores.get(ctx, {}))
+
+
+_LOG = logging.getLogger(__name__)
+
+
+def _close(obj: Any) -> None:
+    """Run ``obj.close()`` if it has one; an ``async def close`` is scheduled on the running
+    loop (else the runtime's default provider loop). Errors are logged: cleanup must never
+    break wasmtime's destructor callback or a Store's teardown."""
+    close = getattr(obj, "close", None)
+    if not callable(close):
+        return
+    try:
+        out = close()
+        if inspect.isawaitable(out):
+            try:
+                asyncio.get_running_loop().create_task(out)  # type: ignore[arg-type]
+            except RuntimeError:  # a worker thread: the loop that runs provider coroutines
+                from .imports import _DEFAULT_LOOP
+
+                asyncio.run_coroutine_threadsafe(out, _DEFAULT_LOOP.get())  # type: ignore[arg-type]
+    except Exception:
+        _LOG.warning("closing %s failed", type(obj).__name__, exc_info=True)
 
 
 DETACHED = 0
