@@ -413,3 +413,23 @@ BUS_LINK_NAME = r"""
     (canon lift (core func $i "quad-via")))
 )
 """
+
+# Imports `example:host/gate` { wait: func() } (a sync host function that blocks until the event
+# loop lets it go, like a wasi:io body read) and `example:host/math` { double } (async); run(x)
+# waits, then returns double(x): a bridged component that must not be polled on the loop.
+GATED = r"""
+(component
+  (import "example:host/gate" (instance $gate (export "wait" (func))))
+  (import "example:host/math" (instance $math
+    (export "double" (func (param "x" u32) (result u32)))))
+  (core func $wait (canon lower (func $gate "wait")))
+  (core func $double (canon lower (func $math "double")))
+  (core module $m
+    (import "host" "wait" (func $w))
+    (import "host" "double" (func $d (param i32) (result i32)))
+    (func (export "run") (param i32) (result i32) (call $w) (call $d (local.get 0))))
+  (core instance $host (export "wait" (func $wait)) (export "double" (func $double)))
+  (core instance $i (instantiate $m (with "host" (instance $host))))
+  (func (export "run") (param "x" u32) (result u32) (canon lift (core func $i "run")))
+)
+"""

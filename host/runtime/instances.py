@@ -624,6 +624,20 @@ class InstanceManager:
         if not await self.capacity.acquire_async(left):
             raise CapacityTimeout(self.component.name, fn.key, self.policy.max_instances,
                                   time.monotonic() - started)
+        if not self.policy.inline:
+            # Its sync imports block until the loop delivers (wasi:http bodies): polled on the
+            # loop it would wait for itself. The whole call runs on a worker; provider
+            # coroutines are handed to the loop from there.
+            now = time.monotonic()
+            whole = Limits(None if deadline == math.inf else max(0.001, deadline - now),
+                           lim.fuel, lim.max_memory)
+
+            def run() -> Any:
+                try:
+                    return self.run_acquired(fn, args, whole)
+                finally:
+                    self.capacity.release()
+            return await offload(run, on_skip=self.capacity.release)
         try:
             slot = self._take_idle(lim.max_memory) if self.policy.mode == "pooled" else None
             if slot is None:

@@ -245,13 +245,16 @@ class Component:
             raise HostStoppedError("runtime is closed") from None
         return await fut
 
-    async def _offload(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on a wasm worker thread and await its result."""
+    async def _offload(self, fn: Any, *args: Any, on_skip: Any = None) -> Any:
+        """Run ``fn(*args)`` on a wasm worker thread and await its result; ``on_skip`` runs
+        instead when the caller gave up before a worker took it."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         try:
-            self.runtime._workers.submit(loop, fut, _nothing, fn, *args)
+            self.runtime._workers.submit(loop, fut, on_skip or _nothing, fn, *args)
         except RuntimeError:
+            if on_skip is not None:
+                on_skip()
             raise HostStoppedError("runtime is closed") from None
         return await fut
 

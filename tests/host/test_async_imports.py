@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _wat import HOST_IMPORT, HOST_RESOURCE, HOST_VOID
+from _wat import GATED, HOST_IMPORT, HOST_RESOURCE, HOST_VOID
 from trellis.host.runtime.hostresources import TABLE
 from trellis.host.runtime.imports import HostImports
 from trellis.host.runtime.instances import InstancePolicy
@@ -199,3 +199,27 @@ def test_sync_provider_resources(tmp_path: Path) -> None:
         comp = _load(rt, HOST_RESOURCE)
         assert not comp.instances.bridged  # no coroutine: the plain synchronous path
         assert comp.call("lookup", 10, 5) == 15
+
+
+async def test_not_inline_bridged_components_run_on_a_worker(tmp_path: Path) -> None:
+    """A component whose sync import waits for the event loop (as wasi:http body reads do)
+    and that also has async imports: with ``inline=False`` the whole call runs on a worker,
+    so the loop stays free to let the sync import go."""
+    loop = asyncio.get_running_loop()
+
+    def wait() -> None:
+        released = threading.Event()
+        loop.call_soon_threadsafe(released.set)  # only the loop can release it
+        if not released.wait(2.0):
+            raise TimeoutError("the event loop never ran: the call was polled on it")
+
+    imports = _imports(**{"example:host/gate": {"wait": wait},
+                          "example:host/math": Math()})
+    async with Runtime(cache_dir=tmp_path, imports=imports) as rt:
+        for mode in ("fresh", "pooled"):
+            comp = rt.load(GATED.encode(), config=ComponentConfig(
+                policy=InstancePolicy(mode=mode, inline=False)))
+            assert comp.instances.bridged
+            assert await asyncio.gather(*(comp.invoke("run", i) for i in range(10, 18))) == \
+                [i * 2 for i in range(10, 18)]
+            assert comp.instances.capacity.in_use == 0
