@@ -154,15 +154,15 @@ class TelemetryInterceptor:
         span = self.tracer.start_span(
             f"invoke {call.component}/{call.function}",
             kind=trace.SpanKind.SERVER if call.caller else trace.SpanKind.INTERNAL,
-            attributes={
-                "trellis.component": call.component,
-                "trellis.function": call.function,
-                "trellis.invocation_id": call.invocation_id,
-                **({"trellis.caller": call.caller} if call.caller else {}),
-            },
         )
-        if not span.is_recording():  # no SDK configured: skip making the span current
+        if not span.is_recording():  # no SDK configured: no attributes, nothing made current
             return await next(call)
+        span.set_attributes({
+            "trellis.component": call.component,
+            "trellis.function": call.function,
+            "trellis.invocation_id": call.invocation_id,
+            **({"trellis.caller": call.caller} if call.caller else {}),
+        })
         with trace.use_span(span, end_on_exit=True, record_exception=False,
                             set_status_on_exception=False):
             started = time.perf_counter()

@@ -138,14 +138,17 @@ class LinkNames:
 
     def __init__(self) -> None:
         self._names: dict[int, dict[str, str]] = {}
-        TABLE.on_forget.append(self.forget)
-        TABLE.on_idle.append(self.forget)  # a pooled instance starts each call afresh
+        self._hooked = False
 
     def get(self, store: int, interface: str, default: str) -> str:
         names = self._names.get(store)
         return default if names is None else names.get(interface, default)
 
     def set(self, store: int, interface: str, name: str) -> None:
+        if not self._hooked:  # only once a guest picks a name: pooled calls pay nothing before
+            self._hooked = True
+            TABLE.on_forget.append(self.forget)
+            TABLE.on_idle.append(self.forget)  # a pooled instance starts each call afresh
         self._names.setdefault(store, {})[interface] = name
 
     def forget(self, store: int) -> None:

@@ -13,11 +13,14 @@ payload object store when it does not fit one message).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import json
+import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 MAX_HEAD = 64 * 1024
 """Bytes of request line plus headers at most (431 beyond)."""
@@ -204,3 +207,29 @@ def fields_from_json(text: str | None) -> list[tuple[str, bytes]]:
 
 def trailers_of(headers: Mapping[str, str]) -> list[tuple[str, bytes]] | None:
     return fields_from_json(headers.get(HttpHeaders.TRAILERS)) or None
+
+
+OneRequest = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           one: OneRequest, tracked: set[asyncio.Task[Any]],
+                           log: logging.Logger) -> None:
+    """Serve requests on one keep-alive connection with ``one`` until it says stop; the task
+    is in ``tracked`` meanwhile (so a server can cancel its connections when it closes). A
+    bug in ``one`` is logged and closes only this connection."""
+    task = asyncio.current_task()
+    assert task is not None
+    tracked.add(task)
+    try:
+        while await one(reader, writer):
+            pass
+    except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        pass
+    except Exception:  # never let one connection's bug reach the loop's handler
+        log.exception("connection failed")
+    finally:
+        tracked.discard(task)
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

@@ -58,6 +58,7 @@ from ..lattice.http1 import (
     path_of,
     plain_response,
     read_body,
+    serve_connection,
     status_line,
     trailers_of,
 )
@@ -229,21 +230,7 @@ class HttpServerProvider(Provider):
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
-        try:
-            while await self._one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        except Exception:  # never let one connection's bug reach the loop's handler
-            log.exception("connection failed")
-        finally:
-            self._conns.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        await serve_connection(reader, writer, self._one, self._conns, log)
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one request; ``True`` to keep the connection for another."""

@@ -98,27 +98,14 @@ HOST_VOID = r"""
 )
 """
 
-# Imports wasmCloud's `wasi:keyvalue/store@0.2.0-draft` (just open, [method]bucket.get/set and
-# the types they use) and exports put(id, key, value: list<u8>) -> u32 (0 ok, 1 open failed,
-# 2 set failed) and get(id, key) -> list<u8> (empty when missing or on error). Strings and
-# lists cross through a bump allocator in a separate core instance, so the lowered imports
-# can name its memory before the main module is instantiated.
-KV_DRAFT = r"""
-(component
-  (import "wasi:keyvalue/store@0.2.0-draft" (instance $kv
-    (type $e (variant (case "no-such-store") (case "access-denied") (case "other" string)))
-    (export "error" (type $err (eq $e)))
-    (export "bucket" (type $b (sub resource)))
-    (export "open" (func (param "identifier" string) (result (result (own $b) (error $err)))))
-    (export "[method]bucket.get" (func (param "self" (borrow $b)) (param "key" string)
-      (result (result (option (list u8)) (error $err)))))
-    (export "[method]bucket.set" (func (param "self" (borrow $b)) (param "key" string)
-      (param "value" (list u8)) (result (result (error $err)))))))
-  (alias export $kv "bucket" (type $bucket))
+# A bump allocator core module shared by the WAT guests below that pass strings and lists:
+# memory, realloc and reset (the post-return), instantiated first so `canon lower` can use its
+# memory and realloc.
+_BUMP_ALLOC_INSTANCE = r"""
   (core module $alloc
     (memory (export "memory") 1)
     (global $next (mut i32) (i32.const 1024))
-    (func (export "cabi_realloc")
+    (func (export "realloc")
       (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
       (local $ptr i32) (local $end i32) (local $have i32)
       (local.set $ptr
@@ -137,10 +124,34 @@ KV_DRAFT = r"""
                 (i32.const -1))
             (then unreachable))))
       (global.set $next (local.get $end))
-      (local.get $ptr)))
+      (local.get $ptr))
+    (func (export "reset") (param i32) (global.set $next (i32.const 1024)))
+    (func (export "reset0") (global.set $next (i32.const 1024))))
   (core instance $a (instantiate $alloc))
   (alias core export $a "memory" (core memory $mem))
-  (alias core export $a "cabi_realloc" (core func $realloc))
+  (alias core export $a "realloc" (core func $realloc))
+  (alias core export $a "reset" (core func $reset))
+  (alias core export $a "reset0" (core func $reset0))
+"""
+
+# Imports wasmCloud's `wasi:keyvalue/store@0.2.0-draft` (just open, [method]bucket.get/set and
+# the types they use) and exports put(id, key, value: list<u8>) -> u32 (0 ok, 1 open failed,
+# 2 set failed) and get(id, key) -> list<u8> (empty when missing or on error). Strings and
+# lists cross through a bump allocator in a separate core instance, so the lowered imports
+# can name its memory before the main module is instantiated.
+KV_DRAFT = r"""
+(component
+  (import "wasi:keyvalue/store@0.2.0-draft" (instance $kv
+    (type $e (variant (case "no-such-store") (case "access-denied") (case "other" string)))
+    (export "error" (type $err (eq $e)))
+    (export "bucket" (type $b (sub resource)))
+    (export "open" (func (param "identifier" string) (result (result (own $b) (error $err)))))
+    (export "[method]bucket.get" (func (param "self" (borrow $b)) (param "key" string)
+      (result (result (option (list u8)) (error $err)))))
+    (export "[method]bucket.set" (func (param "self" (borrow $b)) (param "key" string)
+      (param "value" (list u8)) (result (result (error $err)))))))
+  (alias export $kv "bucket" (type $bucket))
+""" + _BUMP_ALLOC_INSTANCE + r"""
   (core func $open (canon lower (func $kv "open") (memory $mem) (realloc $realloc)))
   (core func $get (canon lower (func $kv "[method]bucket.get") (memory $mem) (realloc $realloc)))
   (core func $set (canon lower (func $kv "[method]bucket.set") (memory $mem) (realloc $realloc)))
@@ -195,40 +206,6 @@ KV_DRAFT = r"""
 )
 """
 
-# A bump allocator core module shared by the provider WAT guests below: memory, cabi_realloc and
-# reset (the post-return), instantiated first so `canon lower` can use its memory and realloc.
-_BUMP_ALLOC_INSTANCE = r"""
-  (core module $alloc
-    (memory (export "memory") 1)
-    (global $next (mut i32) (i32.const 1024))
-    (func (export "realloc")
-      (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
-      (local $ptr i32) (local $end i32) (local $have i32)
-      (local.set $ptr
-        (i32.and
-          (i32.add (global.get $next) (i32.sub (local.get $align) (i32.const 1)))
-          (i32.sub (i32.const 0) (local.get $align))))
-      (local.set $end (i32.add (local.get $ptr) (local.get $size)))
-      (local.set $have (i32.shl (memory.size) (i32.const 16)))
-      (if (i32.gt_u (local.get $end) (local.get $have))
-        (then
-          (if (i32.eq
-                (memory.grow
-                  (i32.shr_u
-                    (i32.add (i32.sub (local.get $end) (local.get $have)) (i32.const 0xffff))
-                    (i32.const 16)))
-                (i32.const -1))
-            (then unreachable))))
-      (global.set $next (local.get $end))
-      (local.get $ptr))
-    (func (export "reset") (param i32) (global.set $next (i32.const 1024)))
-    (func (export "reset0") (global.set $next (i32.const 1024))))
-  (core instance $a (instantiate $alloc))
-  (alias core export $a "memory" (core memory $mem))
-  (alias core export $a "realloc" (core func $realloc))
-  (alias core export $a "reset" (core func $reset))
-  (alias core export $a "reset0" (core func $reset0))
-"""
 
 # Imports `wasi:logging/logging@0.1.0-draft` { enum level; log(level, context, message) } and
 # exports log(level: u32, context, message): a pass-through, the level as its enum index.

@@ -21,7 +21,15 @@ import uuid
 from typing import Any
 
 from ...lattice.errors import CapacityTimeout, DeadlineExceeded
-from ...lattice.http1 import MAX_HEAD, BadRequest, Request, body_length, parse_head, path_of
+from ...lattice.http1 import (
+    MAX_HEAD,
+    BadRequest,
+    Request,
+    body_length,
+    parse_head,
+    path_of,
+    serve_connection,
+)
 from ...lattice.http1 import status_line as _status_line
 from .pipe import Exchange, Pipe, PipeClosed, RequestDeadline
 from .proxy import HttpExchange, ProxyComponent, Response, ResponseError
@@ -67,21 +75,7 @@ class HttpServer:
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
-        try:
-            while await self._one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        except Exception:  # never let one connection's bug reach the loop's handler
-            log.exception("connection failed")
-        finally:
-            self._conns.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        await serve_connection(reader, writer, self._one, self._conns, log)
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one request; ``True`` to keep the connection for another."""

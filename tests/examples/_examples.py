@@ -1,17 +1,14 @@
-"""Helpers of the example tests: where the examples live, building them, waiting on links."""
+"""Helpers of the example tests: where the examples live and building them (waiting on links:
+``_lattice.eventually``)."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from trellis.host.build import build_python_component
-from trellis.lattice.errors import LinkTargetUnavailable, NoLink
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -29,16 +26,3 @@ def installed_wit(package_dir: str) -> Path:
 
 def build(src: Path, **kw: Any) -> Path:
     return Path(build_python_component(src, **kw))
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
-    """Retry ``check`` until it stops raising or ``timeout`` passes (then raise its error):
-    link changes reach hosts within about a second."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except (AssertionError, NoLink, LinkTargetUnavailable):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)

@@ -11,8 +11,7 @@ from pathlib import Path
 import nats.js.errors
 import pytest
 import redis.asyncio as aioredis
-from _examples import eventually
-from _lattice import Hosts
+from _lattice import Hosts, eventually
 from trellis.lattice.client import LatticeClient
 from trellis.lattice.links import LinkDef
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from _examples import eventually
-from _lattice import Hosts
+from _lattice import Hosts, eventually
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from trellis.lattice.client import LatticeClient

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _examples import eventually
-from _lattice import Hosts
+from _lattice import Hosts, eventually
 from trellis.lattice.client import LatticeClient
 from trellis.lattice.errors import LinkTargetUnavailable
 from trellis.lattice.links import LinkDef

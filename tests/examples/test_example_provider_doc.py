@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _examples import REPO, eventually
-from _lattice import Hosts, write
+from _examples import REPO
+from _lattice import Hosts, eventually, write
 from trellis.lattice.client import LatticeClient
 from trellis.lattice.links import LinkDef
 from trellis.providers.sdk import Provider

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from trellis.host.runtime.imports import HostImports
 from trellis.host.runtime.runtime import Runtime
 from trellis.lattice.client import LatticeClient
 from trellis.lattice.connection import flush
+from trellis.lattice.errors import LinkTargetUnavailable, NoLink
 
 REPO = Path(__file__).resolve().parents[2]
 CALC_WAT = REPO / "examples" / "calc-wat" / "calc.wat"
@@ -163,3 +164,16 @@ class Events:
                         return ev
                 self._new.clear()
                 await self._new.wait()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
+    """Retry ``check`` until it stops raising or ``timeout`` passes (then raise its error):
+    link changes reach hosts within about a second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except (AssertionError, NoLink, LinkTargetUnavailable):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)

@@ -12,12 +12,10 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from _lattice import Events, Hosts, write
+from _lattice import Events, Hosts, eventually, write
 from _wat import KV_DRAFT
 from trellis.lattice.client import LatticeClient
 from trellis.lattice.errors import LinkTargetUnavailable, NoLink
@@ -29,18 +27,6 @@ KV = "wasi:keyvalue"
 def kv_link(source: str, target: str, name: str = "default") -> LinkDef:
     return LinkDef(source_id=source, target_id=target, wit_namespace="wasi",
                    wit_package="keyvalue", interfaces=["store", "atomics", "batch"], name=name)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 3.0) -> Any:
-    """Retry ``check`` until it stops raising or ``timeout`` passes (then raise its error)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except (AssertionError, NoLink, LinkTargetUnavailable):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
 
 
 async def test_relink_unlink_and_heal_without_restarting(
