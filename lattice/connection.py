@@ -19,12 +19,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 
 from .errors import LatticeUnavailableError
@@ -218,3 +220,37 @@ async def flush(nc: Client, timeout: float = 5.0) -> None:
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+def explain_nats_error(exc: Exception) -> str:
+    """What a NATS or JetStream failure means for the user, in a phrase."""
+    if isinstance(exc, (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
+                        nats.js.errors.NoStreamResponseError)):
+        return "no JetStream answered (is JetStream enabled on the NATS server? start it with -js)"
+    if isinstance(exc, nats.errors.ConnectionClosedError):
+        return "the NATS connection is closed"
+    return str(exc) or type(exc).__name__
+
+
+@contextlib.asynccontextmanager
+async def bounded(timeout: float, on_timeout: Callable[[], Exception],
+                  on_error: Callable[[str], Exception]) -> AsyncIterator[Callable[[], float]]:
+    """Bound a JetStream operation by ``timeout`` and turn NATS failures into the caller's
+    typed errors (``on_timeout()``, ``on_error(explanation)``). Yields a function giving the
+    seconds left (raising ``TimeoutError`` once none are), for nats-py's own request waits."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+
+    def left() -> float:
+        rest = end - loop.time()
+        if rest <= 0:
+            raise TimeoutError
+        return rest
+
+    try:
+        async with asyncio.timeout_at(end):
+            yield left
+    except TimeoutError as exc:  # ours, or a nats request's
+        raise on_timeout() from exc
+    except nats.errors.Error as exc:
+        raise on_error(explain_nats_error(exc)) from exc

@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -49,6 +49,7 @@ from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from .connection import bounded
 from .errors import ConfigNotFound, LinkStoreTimeout, LinkStoreUnavailable
 from .subjects import check_token, config_bucket, links_bucket
 
@@ -282,15 +283,6 @@ class _Bucket:
                         direct=False)
 
 
-def _explain(exc: nats.errors.Error) -> str:
-    if isinstance(exc, (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
-                        nats.js.errors.NoStreamResponseError)):
-        return "no JetStream answered (is JetStream enabled on the NATS server? start it with -js)"
-    if isinstance(exc, nats.errors.ConnectionClosedError):
-        return "the NATS connection is closed"
-    return str(exc) or type(exc).__name__
-
-
 def parse_link(key: str, data: bytes) -> LinkDef | None:
     """The link stored under ``key``; ``None`` (logged) for what something else wrote there."""
     try:
@@ -416,25 +408,9 @@ class LinkStore:
 
     # -- internals -------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _errors(self, action: str, timeout: float | None
-                      ) -> AsyncIterator[Callable[[], float]]:
-        """Bound an operation by ``timeout``; NATS failures become ours. Yields a function
-        giving the seconds left (``TimeoutError`` once none are)."""
+    def _errors(self, action: str, timeout: float | None
+                ) -> contextlib.AbstractAsyncContextManager[Callable[[], float]]:
+        """Bound an operation by ``timeout``; NATS failures become ours."""
         budget = timeout or self.timeout
-        loop = asyncio.get_running_loop()
-        end = loop.time() + budget
-
-        def left() -> float:
-            rest = end - loop.time()
-            if rest <= 0:
-                raise TimeoutError
-            return rest
-
-        try:
-            async with asyncio.timeout_at(end):
-                yield left
-        except TimeoutError as exc:
-            raise LinkStoreTimeout(action, self.lattice, budget) from exc
-        except nats.errors.Error as exc:
-            raise LinkStoreUnavailable(action, self.lattice, _explain(exc)) from exc
+        return bounded(budget, lambda: LinkStoreTimeout(action, self.lattice, budget),
+                       lambda why: LinkStoreUnavailable(action, self.lattice, why))

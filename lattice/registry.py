@@ -44,7 +44,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import nats.errors
 import nats.js.errors
@@ -54,6 +54,7 @@ from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 from pydantic import ConfigDict, Field, ValidationError
 
+from .connection import bounded
 from .errors import LatticeError, LatticeUnavailableError
 from .models import HostInventory
 from .subjects import check_token, hosts_bucket
@@ -124,16 +125,6 @@ class HostRegistryTimeout(HostRegistryUnavailable, TimeoutError):
         self.timeout = timeout
         super().__init__(action, lattice, f"not done within {timeout:g}s (check the NATS "
                          "connection and that JetStream is healthy)")
-
-
-def _explain(exc: nats.errors.Error) -> str:
-    if isinstance(exc, (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
-                        nats.js.errors.NoStreamResponseError)):
-        return ("no JetStream answered (is JetStream enabled on the NATS server? start it with"
-                " -js)")
-    if isinstance(exc, nats.errors.ConnectionClosedError):
-        return "the NATS connection is closed"
-    return str(exc) or type(exc).__name__
 
 
 # -- the registry --------------------------------------------------------------------------------
@@ -259,27 +250,11 @@ class HostRegistry:
         which an outer deadline fires)."""
         return self._nc.jetstream(timeout=left())
 
-    @contextlib.asynccontextmanager
-    async def _errors(self, action: str,
-                      timeout: float) -> AsyncIterator[Callable[[], float]]:
-        """Bound an operation by ``timeout``; NATS failures become ours. Yields a function
-        giving the seconds left (``TimeoutError`` once none are)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-
-        def left() -> float:
-            rest = end - loop.time()
-            if rest <= 0:
-                raise TimeoutError
-            return rest
-
-        try:
-            async with asyncio.timeout_at(end):
-                yield left
-        except TimeoutError as exc:  # ours, or a nats request's
-            raise HostRegistryTimeout(action, self.lattice, timeout) from exc
-        except nats.errors.Error as exc:
-            raise HostRegistryUnavailable(action, self.lattice, _explain(exc)) from exc
+    def _errors(self, action: str,
+                timeout: float) -> contextlib.AbstractAsyncContextManager[Callable[[], float]]:
+        """Bound an operation by ``timeout``; NATS failures become ours."""
+        return bounded(timeout, lambda: HostRegistryTimeout(action, self.lattice, timeout),
+                       lambda why: HostRegistryUnavailable(action, self.lattice, why))
 
     async def _ensure_bucket(self, left: Callable[[], float]) -> None:
         js = self._js(left)
