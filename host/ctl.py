@@ -288,7 +288,8 @@ class CtlServer:
 
         def imports(compiled: CompiledComponent) -> HostImports:
             # Imports that are not WASI go through the host's links (host/links.py).
-            static = with_http_imports(compiled.world, runtime.imports)  # wasi:io/http: ours
+            static = with_http_imports(compiled.world, runtime.imports,  # wasi:io/http: ours
+                                       component_id=cid, links=links)
             return linked_imports(cid, compiled.world, links, static)
 
         if req.image is None:  # rescale: same code, new policy and limits

@@ -6,8 +6,9 @@ requests with the same rules, so malformed HTTP is refused the same way by both 
 reaches a component.
 
 The second half is the lattice wire format of one HTTP exchange (docs/protocol.md, "HTTP over
-the lattice"): the request head travels in NATS headers, the body as the payload (through the
-payload object store when it does not fit one message).
+the lattice"): the request head travels in NATS headers, the body as the payload, or as a
+stream (``lattice/bodies.py``) when it does not fit one message; ``BodyReader`` reads a request
+body piece by piece for that.
 """
 
 from __future__ import annotations
@@ -158,6 +159,73 @@ async def read_body(reader: asyncio.StreamReader, length: int | str | None,
         name, _, value = line[:-2].partition(b":")
         trailers.append((name.decode("latin-1").strip().lower(), value.strip()))
     return b"".join(parts), trailers or None
+
+
+class BodyReader:
+    """A request body read piece by piece as it arrives (de-chunked), so a proxy can pass it
+    on without holding it whole. ``trailers`` are set once ``read`` returned ``b""``.
+
+    Raises what ``read_body`` raises: ``BodyTooLarge``, ``BadRequest``,
+    ``asyncio.IncompleteReadError``.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, length: int | str | None,
+                 max_body: int | None) -> None:
+        self.reader, self.max_body = reader, max_body
+        self.chunked = length == "chunked"
+        self._left = length if isinstance(length, int) else 0
+        """Bytes left: of the whole body, or (chunked) of the current chunk."""
+        self.done = length is None or length == 0
+        self.total = 0
+        self.trailers: list[tuple[str, bytes]] | None = None
+        if isinstance(length, int) and max_body is not None and length > max_body:
+            raise BodyTooLarge(f"request body over {max_body} bytes")
+
+    async def read(self, n: int = 65536) -> bytes:
+        """Up to ``n`` bytes of the body; ``b""`` at its end."""
+        if self.done:
+            return b""
+        if self.chunked and self._left == 0 and not await self._next_chunk():
+            return b""
+        data = await self.reader.read(min(n, self._left))
+        if not data:
+            raise asyncio.IncompleteReadError(b"", self._left)
+        self._left -= len(data)
+        self.total += len(data)
+        if self._left == 0:
+            if not self.chunked:
+                self.done = True
+            elif await self.reader.readexactly(2) != b"\r\n":
+                raise BadRequest(400, "malformed chunk")
+        return data
+
+    async def read_upto(self, limit: int) -> bytes:
+        """The body's next bytes until more than ``limit`` were read or it ended (then
+        ``done``): whether a body is small enough for one message, without reading it all."""
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit and (data := await self.read(limit + 1 - size)):
+            parts.append(data)
+            size += len(data)
+        return b"".join(parts)
+
+    async def _next_chunk(self) -> bool:
+        line = await self.reader.readuntil(b"\r\n")
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise BadRequest(400, "malformed chunk size") from None
+        if size == 0:
+            trailers = []
+            while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
+                name, _, value = line[:-2].partition(b":")
+                trailers.append((name.decode("latin-1").strip().lower(), value.strip()))
+            self.trailers, self.done = trailers or None, True
+            return False
+        if self.max_body is not None and self.total + size > self.max_body:
+            raise BodyTooLarge(f"request body over {self.max_body} bytes")
+        self._left = size
+        return True
 
 
 def plain_response(status: int, text: str) -> bytes:

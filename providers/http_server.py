@@ -20,8 +20,9 @@ Provider config: ``addr=127.0.0.1:8080`` (``:0`` picks a free port; ``bound`` in
 
 Each request crosses NATS to ``trellis.http.{lattice}.{component}`` (queue group per component,
 answered by ``host/http/lattice.py`` on a host running it); the wire format is in
-``lattice/http1.py`` and docs/protocol.md. Bodies are buffered whole (up to ``max_body``) and
-go through the payload object store when they do not fit a NATS message.
+``lattice/http1.py`` and docs/protocol.md; ``http_forward.py`` runs one exchange. A body that
+fits one NATS message travels in it; a bigger one (up to ``max_body``) is streamed both ways
+with flow control, never held whole in memory.
 
 Errors: malformed HTTP → 400 (431, 501, 505 as they apply; never forwarded); no route → 404;
 body over ``max_body`` → 413; no host runs the component → 503; no answer by the deadline →
@@ -32,38 +33,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-
-from ..lattice import subjects
 from ..lattice.http1 import (
     MAX_HEAD,
     BadRequest,
+    BodyReader,
     BodyTooLarge,
-    HttpHeaders,
-    Request,
     body_length,
-    fields_from_json,
-    fields_to_json,
     keep_alive,
     parse_head,
     path_of,
     plain_response,
-    read_body,
     serve_connection,
-    status_line,
-    trailers_of,
 )
-from ..lattice.models import Headers
-from ..lattice.rpc import PayloadStore, fits
+from .http_forward import INLINE_ROOM, Answer, Forward
 from .sdk import Health, Link, Provider, ProviderContext, ProviderError
 
 log = logging.getLogger("trellis.provider.http")
@@ -71,13 +58,8 @@ log = logging.getLogger("trellis.provider.http")
 DEFAULT_ADDR = "127.0.0.1:8080"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_BODY = 100 * 2**20
-REPLY_GRACE = 1.0
-"""Seconds past a request's deadline to wait for the host's own answer (its 504 names the
-error id it logged) before answering 504 here."""
 IDLE_TIMEOUT = 30.0
 """Seconds a keep-alive connection may sit idle between requests."""
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-               "proxy-connection", "trailer"}
 
 
 @dataclass(frozen=True)
@@ -152,7 +134,6 @@ class HttpServerProvider(Provider):
         self.bound: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[Any]] = set()
-        self._payloads: PayloadStore | None = None
         self.stats = {"requests": 0, "errors": 0}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -162,7 +143,6 @@ class HttpServerProvider(Provider):
         if context.nc is None:
             raise ProviderError("http-server needs a lattice (a NATS connection) to reach "
                                 "components; run it in a host or with `trellis provider run`")
-        self._payloads = PayloadStore(context.nc, context.lattice)
         host, port = self.addr
         try:
             self._server = await asyncio.start_server(self._connection, host, port,
@@ -241,17 +221,18 @@ class HttpServerProvider(Provider):
             return False
         except (asyncio.IncompleteReadError, TimeoutError):
             return False
+        assert self.context is not None
         try:
             req = parse_head(raw)
             path, authority = path_of(req)
             length = body_length(req)
-            if isinstance(length, int) and length > self.max_body:
-                raise BodyTooLarge(f"request body over {self.max_body} bytes")
+            body = BodyReader(reader, length, self.max_body)
             if length is not None and any(v.lower() == b"100-continue"
                                           for v in req.header("expect")):
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body, trailers = await asyncio.wait_for(read_body(reader, length, self.max_body),
-                                                    self.timeout)
+            # A body that fits one message goes whole; a bigger one is streamed as it comes.
+            first = await asyncio.wait_for(
+                body.read_upto(self.context.nc.max_payload - INLINE_ROOM), self.timeout)
         except BadRequest as exc:
             await _send(writer, plain_response(exc.status, f"{exc}\n"))
             return False
@@ -266,95 +247,14 @@ class HttpServerProvider(Provider):
         if route is None:
             await _send(writer, plain_response(404, f"no route for {authority or ''}{path}\n"))
             return False
-        status, fields, data, resp_trailers = await self.forward(
-            route, req, route.rewrite(path), authority, body, trailers)
-        await self._write(writer, req, status, fields, data, resp_trailers)
-        return keep_alive(req)
+        exchange = Forward(self, route, req, route.rewrite(path), authority, body, first)
+        return await exchange.run(writer) and keep_alive(req)
 
-    # -- over the lattice ------------------------------------------------------------------------
-
-    async def forward(self, route: Route, req: Request, path: str, authority: str | None,
-                      body: bytes, trailers: list[tuple[str, bytes]] | None
-                      ) -> tuple[int, list[tuple[str, bytes]], bytes,
-                                 list[tuple[str, bytes]] | None]:
-        """Send one request to ``route.component``'s queue group; its answer, or ours for a
-        failure to reach it."""
-        assert self.context is not None and self._payloads is not None
-        nc, lattice = self.context.nc, self.context.lattice
-        req_id = uuid.uuid4().hex
-        started = time.monotonic()
-        headers = {
-            Headers.INVOCATION_ID: req_id,
-            Headers.CALLER: self.context.provider_id,
-            Headers.DEADLINE: f"{time.time() + self.timeout:.6f}",
-            HttpHeaders.METHOD: req.method,
-            HttpHeaders.PATH: path,
-            HttpHeaders.SCHEME: "http",
-            HttpHeaders.FIELDS: fields_to_json(req.headers),
-        }
-        if authority is not None:
-            headers[HttpHeaders.AUTHORITY] = authority
-        if trailers:
-            headers[HttpHeaders.TRAILERS] = fields_to_json(trailers)
-        subject = subjects.http_request(lattice, route.component)
-        try:
-            if not fits(nc, body, headers):
-                await asyncio.wait_for(self._payloads.put(f"{req_id}.req", body), self.timeout)
-                headers[Headers.OBJECT], headers[Headers.SIZE] = f"{req_id}.req", str(len(body))
-                body = b""
-            left = self.timeout - (time.monotonic() - started)
-            if left <= 0:
-                raise NatsTimeoutError
-            msg = await nc.request(subject, body, timeout=left + REPLY_GRACE, headers=headers)
-            hdrs = msg.headers or {}
-            data = msg.data
-            if Headers.OBJECT in hdrs:
-                left = max(0.001, self.timeout - (time.monotonic() - started))
-                data = await self._payloads.take(hdrs[Headers.OBJECT], left)
-            status = int(hdrs[HttpHeaders.STATUS])
-            return status, fields_from_json(hdrs.get(HttpHeaders.FIELDS)), data, trailers_of(hdrs)
-        except NoRespondersError:
-            return self._error(503, f"no host runs component {route.component!r}")
-        except (TimeoutError, NatsTimeoutError):
-            return self._error(504, f"{route.component} did not answer within "
-                                    f"{self.timeout:g}s")
-        except (KeyError, ValueError, json.JSONDecodeError) as exc:
-            return self._error(502, f"unreadable answer from {route.component}: {exc}")
-        except Exception as exc:  # NATS down, object store unreachable
-            return self._error(502, f"cannot reach {route.component}: "
-                                    f"{type(exc).__name__}: {exc}")
-
-    def _error(self, status: int, text: str) -> tuple[int, list[tuple[str, bytes]], bytes, None]:
+    def error(self, status: int, text: str) -> Answer:
+        """Our own answer for a failure to reach the component (logged)."""
         self.stats["errors"] += 1
         log.warning("%d: %s", status, text)
-        return status, [("content-type", b"text/plain")], (text + "\n").encode(), None
-
-    async def _write(self, writer: asyncio.StreamWriter, req: Request, status: int,
-                     fields: list[tuple[str, bytes]], data: bytes,
-                     trailers: list[tuple[str, bytes]] | None) -> None:
-        no_body = req.method == "HEAD" or status in (204, 304) or status < 200
-        headers = [(k, v) for k, v in fields if k not in _HOP_BY_HOP]
-        chunked = bool(trailers) and not no_body
-        if chunked:
-            headers = [(k, v) for k, v in headers if k != "content-length"]
-            headers.append(("transfer-encoding", b"chunked"))
-        elif not no_body and not any(k == "content-length" for k, _ in headers):
-            headers.append(("content-length", str(len(data)).encode()))
-        if not keep_alive(req):
-            headers.append(("connection", b"close"))
-        head = [status_line(status)]
-        head += [k.encode("latin-1") + b": " + v + b"\r\n" for k, v in headers]
-        writer.write(b"".join(head) + b"\r\n")
-        if no_body:
-            pass
-        elif chunked:
-            if data:
-                writer.write(b"%x\r\n%b\r\n" % (len(data), data))
-            writer.write(b"0\r\n" + b"".join(k.encode("latin-1") + b": " + v + b"\r\n"
-                                             for k, v in trailers or ()) + b"\r\n")
-        else:
-            writer.write(data)
-        await writer.drain()
+        return Answer(status, [("content-type", b"text/plain")], (text + "\n").encode())
 
 
 async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
