@@ -7,10 +7,13 @@ runs in its own task: decode the arguments by the function's parameter types, bu
 component's interceptor chain, then reply with the encoded result or a typed error (the wire
 protocol lives in ``trellis.lattice.rpc``; docs/protocol.md).
 
-Concurrency: nats-py runs a subscription's callback for one message at a time, so the callback
-only starts a task per request; calls of one component run concurrently. At most
-``max_in_flight`` calls run per host: beyond that the callback waits for one to finish, and NATS
-buffers further requests in the subscription (up to its pending limits).
+Concurrency: requests reach the host straight from the connection's read loop
+(``lattice/dispatch.py``) and each call starts at once, in place: one that finishes without
+waiting (a quick export on a warm instance) costs no task; one that waits continues in a task,
+so calls of one component run concurrently. At most ``max_in_flight`` calls run per host;
+beyond that requests wait in a backlog, in order (``MAX_BACKLOG``, then refused as
+``capacity``). Never does the read loop wait for a call: replies to the host's own outgoing
+calls arrive on the same connection.
 
 Per call the host keeps to what the protocol needs: no per-call header dicts on replies (one
 per component digest), no trace work without trace headers, no spy record without a spy.
@@ -26,12 +29,15 @@ dropped, a cancelled one would end the subscription); every failure becomes an e
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import contextvars
 import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +46,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import context, propagate
 
-from ..lattice import subjects
+from ..lattice import dispatch, subjects
 from ..lattice.codec import ENCODING, args_codec, codec
 from ..lattice.connection import flush
 from ..lattice.errors import ArgumentError, DeadlineExceeded, HostStoppedError
@@ -48,6 +54,7 @@ from ..lattice.models import Describe, Headers
 from ..lattice.rpc import (
     DESCRIBE,
     JSON_TYPE,
+    KIND_CAPACITY,
     KIND_INTERNAL,
     KIND_STOPPED,
     STATUS_OK,
@@ -63,6 +70,7 @@ from ..lattice.rpc import (
 )
 from ..lattice.wit.typejson import FORMAT, exports_to_json
 from .invocation import Invocation
+from .runtime.asynccall import budget_left
 from .runtime.instances import GuestExit
 
 if TYPE_CHECKING:
@@ -76,6 +84,9 @@ REPLY_MARGIN = 0.05
 error reaches the caller before it gives up (at most 10% of the budget)."""
 MAX_IN_FLIGHT = 1024
 """Calls a host runs (or holds waiting for an instance) at once, over all its components."""
+MAX_BACKLOG = 65536
+"""Requests a host keeps, in order, while ``MAX_IN_FLIGHT`` calls run; beyond it a request is
+refused at once with a ``capacity`` error (nats-py's own pending limit is also 65536)."""
 _NO_HEADERS: dict[str, str] = {}
 
 
@@ -120,6 +131,8 @@ class RpcServer:
         self.max_in_flight = max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
+        self._backlog: collections.deque[tuple[Served, Msg]] = collections.deque()
+        self._feeder: asyncio.Task[None] | None = None
         self._closing = False
         self._operations: dict[str, str] = {}
         """Subject -> operation: unescaping a token costs ~10 µs, a dict hit 50 ns."""
@@ -142,21 +155,65 @@ class RpcServer:
             raise HostStoppedError(f"host {self.host_id} is stopping")
         cid = served.component_id
 
-        tasks, handle, done = self._tasks, self._handle, self._done
+        tasks, backlog, start = self._tasks, self._backlog, self._start
 
         async def on_msg(msg: Msg) -> None:
-            if len(tasks) >= self.max_in_flight:
-                await self._wait_for_room()
-            task = asyncio.create_task(handle(served, msg))
-            tasks.add(task)
-            task.add_done_callback(done)
+            # Runs in the connection's read loop (lattice/dispatch.py): never waits for long.
+            if backlog or len(tasks) >= self.max_in_flight:
+                self._hold(served, msg)
+                return
+            if not budget_left():
+                # This loop iteration ran its share of inline wasm: let the loop go round
+                # first (later messages wait in the socket buffer), rather than each call
+                # waiting for it in a task of its own.
+                await asyncio.sleep(0)
+            start(served, msg)
 
-        served.sub = await self.nc.subscribe(
-            subjects.rpc_component(self.lattice, cid),
-            queue=subjects.rpc_queue(self.lattice, cid), cb=on_msg,
+        served.sub = await dispatch.subscribe(
+            self.nc, subjects.rpc_component(self.lattice, cid), on_msg,
+            queue=subjects.rpc_queue(self.lattice, cid),
         )
         self.served[cid] = served
         await flush(self.nc)
+
+    def _start(self, served: Served, msg: Msg) -> None:
+        """Run one call at once, here: most finish without waiting for anything (a quick
+        export on a warm instance) and need no task of their own. One that waits continues
+        in a task, in the same context (what Python 3.12's eager tasks do)."""
+        ctx = contextvars.copy_context()
+        coro = self._handle(served, msg)
+        try:
+            pending = ctx.run(coro.send, None)
+        except StopIteration:
+            return
+        task = asyncio.get_running_loop().create_task(_resume(coro, pending), context=ctx)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _hold(self, served: Served, msg: Msg) -> None:
+        """``max_in_flight`` calls are running: keep the request until one ends (in order),
+        or refuse it at once when the backlog is full too."""
+        if len(self._backlog) >= MAX_BACKLOG:
+            inv_id = (msg.headers or _NO_HEADERS).get(Headers.INVOCATION_ID, "")
+            task = asyncio.create_task(self._fail(
+                msg, served, served.component, inv_id, "?", KIND_CAPACITY,
+                f"host {self.host_id} is at capacity ({self.max_in_flight} calls running, "
+                f"{len(self._backlog)} waiting)", None))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+            return
+        self._backlog.append((served, msg))
+        if self._feeder is None or self._feeder.done():
+            self._feeder = asyncio.create_task(self._feed())
+
+    async def _feed(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            if len(self._tasks) >= self.max_in_flight:
+                await self._wait_for_room()
+                continue
+            self._start(*backlog.popleft())
+            await asyncio.sleep(0)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -175,7 +232,8 @@ class RpcServer:
             return None
         await self._drain_sub(served, timeout)
         deadline = time.monotonic() + timeout
-        while served.active and time.monotonic() < deadline:
+        while ((served.active or any(s is served for s, _ in self._backlog))
+               and time.monotonic() < deadline):
             await asyncio.sleep(0.01)
         return served
 
@@ -195,15 +253,29 @@ class RpcServer:
         self._closing = True
         deadline = time.monotonic() + timeout
         await asyncio.gather(*(self._drain_sub(s, timeout) for s in list(self.served.values())))
-        while self._tasks:
+        while self._tasks or self._backlog:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            await asyncio.wait(set(self._tasks), timeout=left)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=left)
+            else:  # the feeder is starting what waits
+                await asyncio.sleep(min(left, 0.01))
         return True
 
     async def cancel(self, timeout: float = 1.0) -> None:
-        """Cancel the calls still running; each answers its caller with a ``stopped`` error."""
+        """Cancel the calls still running; each answers its caller with a ``stopped`` error,
+        as does each request still waiting to start."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+        while self._backlog:
+            served, msg = self._backlog.popleft()
+            inv_id = (msg.headers or _NO_HEADERS).get(Headers.INVOCATION_ID, "")
+            task = asyncio.create_task(self._fail(
+                msg, served, served.component, inv_id, "?", KIND_STOPPED,
+                f"host {self.host_id} stopped before the call started", None))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
         tasks = set(self._tasks)
         for task in tasks:
             task.cancel()
@@ -367,6 +439,30 @@ class RpcServer:
                           host=self.host_id, invocation_id=inv_id, exc=exc)
         with contextlib.suppress(Exception):
             await self._reply(msg, component, body, kind, inv_id, JSON_TYPE)
+
+
+async def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> None:
+    """Finish ``coro``, started elsewhere and suspended on ``pending``, in this task."""
+    await _continue(coro, pending)
+
+
+@types.coroutine
+def _continue(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
+    # Pass what the coroutine waits on up to the task, and what the task sends (or throws,
+    # a cancellation) back down, until it returns.
+    while True:
+        try:
+            sent = yield pending
+        except BaseException as exc:
+            try:
+                pending = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration:
+                return
 
 
 @dataclass(frozen=True, slots=True)

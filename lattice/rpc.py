@@ -47,7 +47,7 @@ from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Status, StatusCode, TracerProvider
 
-from . import subjects
+from . import dispatch, subjects
 from .errors import (
     AmbiguousFunction,
     ArgumentError,
@@ -568,7 +568,7 @@ class RpcCaller:
             if self._sub_nc is nc:
                 return
             inbox = nc.new_inbox() + "."
-            self._sub = await nc.subscribe(inbox + "*", cb=self._on_reply)
+            self._sub = await dispatch.subscribe(nc, inbox + "*", self._on_reply)
             self._inbox, self._sub_nc = inbox, nc
 
     async def _on_reply(self, msg: Msg) -> None:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 INLINE_BUDGET = 0.001
 """Seconds of inline wasm per event-loop iteration."""
+DEFER_ROUNDS = 16
+"""Loop iterations a quick call waits for inline budget before it takes a worker instead."""
 MAX_BACKOFF = 64
 """Calls of a long-running function sent to workers between two inline probes, at most."""
 

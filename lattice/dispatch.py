@@ -1,0 +1,85 @@
+"""Direct delivery for the subscriptions on the invocation path.
+
+nats-py hands every message of a callback subscription to that subscription's own task
+through an ``asyncio.Queue``: ~5 µs per message, and when the loop is idle one more loop
+iteration before the callback runs. A call crosses two such hops (the host's component
+subscription, the caller's reply inbox). ``subscribe`` delivers a subscription's messages
+from nats-py's read loop straight to the handler instead, with nats-py's own header parsing
+and ``Msg`` (the same values a callback would get).
+
+The handler runs inside the connection's read loop, so it must not wait for long: nothing else
+on the connection is read meanwhile (a reply the handler waits for would never arrive). It may
+yield for a loop iteration; anything longer belongs in a task it starts. An exception it raises
+is logged and the subscription keeps going.
+
+Only for the nats-py versions whose internals this relies on (``Client._process_msg``,
+``_process_headers``, ``_build_message``, ``_subs``); with any other, ``subscribe`` makes a
+plain callback subscription, which behaves the same, only slower.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+_LOG = logging.getLogger(__name__)
+
+Handler = Callable[[Msg], Awaitable[None]]
+_ATTR = "_trellis_direct"
+"""Attribute of a ``Subscription`` holding its direct handler."""
+_HOOKED = "_trellis_direct_hook"
+_SUPPORTED = all(callable(getattr(Client, name, None))
+                 for name in ("_process_msg", "_process_headers", "_build_message"))
+
+
+async def subscribe(nc: Client, subject: str, handler: Handler, *, queue: str = ""
+                    ) -> Subscription:
+    """Subscribe ``handler`` to ``subject`` (in queue group ``queue``) for direct delivery.
+    Unsubscribe, drain and reconnect work as for any nats-py subscription."""
+    sub = await nc.subscribe(subject, queue=queue, cb=handler)
+    if _hook(nc):
+        # From now on the hook delivers; the callback (nats-py's usual task) only sees what
+        # arrived before this line, if anything.
+        setattr(sub, _ATTR, handler)
+    return sub
+
+
+def _hook(nc: Client) -> bool:
+    """Route messages of direct subscriptions past nats-py's queue (once per client)."""
+    if getattr(nc, _HOOKED, False):
+        return True
+    if not _SUPPORTED or not isinstance(getattr(nc, "_subs", None), dict):
+        return False
+    original = nc._process_msg
+    subs = nc._subs
+    stats = nc.stats
+
+    async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes,
+                          headers: bytes | None) -> None:
+        sub = subs.get(sid)
+        handler = getattr(sub, _ATTR, None)
+        if handler is None:
+            await original(sid, subject, reply, data, headers)
+            return
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        hdr = await nc._process_headers(headers) if headers else None
+        msg = nc._build_message(sid, subject, reply, data, hdr)
+        try:
+            await handler(msg)
+        except Exception:  # never into the read loop: that would drop the connection
+            _LOG.exception("handler of %s failed", msg.subject)
+
+    nc._process_msg = process_msg  # type: ignore[method-assign]
+    setattr(nc, _HOOKED, True)
+    return True
+
+
+def direct(sub: Subscription) -> bool:
+    """Whether ``sub`` gets direct delivery (for tests)."""
+    return getattr(sub, _ATTR, None) is not None
+
