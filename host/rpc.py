@@ -70,7 +70,7 @@ from ..lattice.rpc import (
 )
 from ..lattice.wit.typejson import FORMAT, exports_to_json
 from .invocation import Invocation
-from .runtime.asynccall import budget_left
+from .runtime.asynccall import budget_spent
 from .runtime.instances import GuestExit
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class RpcServer:
             if backlog or len(tasks) >= self.max_in_flight:
                 self._hold(served, msg)
                 return
-            if not budget_left():
+            if budget_spent():
                 # This loop iteration ran its share of inline wasm: let the loop go round
                 # first (later messages wait in the socket buffer), rather than each call
                 # waiting for it in a task of its own.

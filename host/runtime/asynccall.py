@@ -13,8 +13,9 @@ Two cheap guards keep the loop responsive:
 - ``FuncHistory``: a function whose calls outlive their first poll (or hold the loop for a
   whole epoch tick inline, as a blocking host import would) is sent straight to a worker for a
   while, backing off exponentially, so long functions do not hold the loop on every call;
-- the inline budget: at most ~1 ms of inline wasm per loop iteration; past it calls go to
-  workers until the loop has run its other callbacks.
+- the inline budget: at most ~1 ms of inline wasm per loop iteration; past it a quick call
+  waits for a turn in a later iteration (``next_turn``, first come first served), others go
+  to workers.
 
 Crash rules (each one aborts the process, from the async spike): a future must be deleted
 before its Store is freed and while its ``Func`` lives (``InflightCall`` holds the slot, and
@@ -24,6 +25,7 @@ deletes the future before giving the slot back); never ``epoch_deadline_async_yi
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +37,8 @@ if TYPE_CHECKING:
 
 INLINE_BUDGET = 0.001
 """Seconds of inline wasm per event-loop iteration."""
-DEFER_ROUNDS = 16
-"""Loop iterations a quick call waits for inline budget before it takes a worker instead."""
+MAX_TURNS = 64
+"""Loop iterations a quick call waits for its inline turn before it takes a worker instead."""
 MAX_BACKOFF = 64
 """Calls of a long-running function sent to workers between two inline probes, at most."""
 
@@ -77,17 +79,49 @@ class FuncHistory:
 
 
 class _Budget(threading.local):
-    """Inline seconds spent in the current loop iteration of this thread's event loop."""
+    """Inline seconds spent in the current loop iteration of this thread's event loop, and the
+    calls waiting for the next iteration's turn."""
 
     spent = 0.0
     armed = False
+    ahead = 0
+    """Calls woken for this iteration that have not started yet: newcomers go behind them."""
+    waiting: collections.deque[asyncio.Future[None]] | None = None
 
 
 _budget = _Budget()
 
 
-def budget_left() -> bool:
-    return _budget.spent < INLINE_BUDGET
+def budget_left(turn: bool = False) -> bool:
+    """Whether a call may run inline now: budget left in this iteration, and none of the
+    calls woken for it still to go (unless this call is one of them, ``turn``). So every
+    waiting caller gets a call in each iteration; the last of them may use what is left."""
+    b = _budget
+    return b.spent < INLINE_BUDGET and (turn or not b.ahead)
+
+
+def budget_spent() -> bool:
+    """Whether this loop iteration has run its share of inline wasm."""
+    return _budget.spent >= INLINE_BUDGET
+
+
+async def next_turn() -> None:
+    """Wait for the next loop iteration, behind the calls already waiting (FIFO): a task
+    that runs quick calls back to back cannot keep the budget of every iteration to itself."""
+    b = _budget
+    if b.waiting is None:
+        b.waiting = collections.deque()
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    b.waiting.append(fut)
+    if not b.armed:
+        b.armed = True
+        loop.call_soon(_reset)
+    try:
+        await fut
+    finally:
+        if fut.done() and not fut.cancelled() and b.ahead:
+            b.ahead -= 1
 
 
 def charge(seconds: float) -> None:
@@ -104,6 +138,14 @@ def _reset() -> None:
     b = _budget
     b.spent = 0.0
     b.armed = False
+    b.ahead = 0  # those woken last time have all run by now (they were first in line)
+    waiting = b.waiting
+    if waiting:
+        b.waiting = collections.deque()
+        for fut in waiting:  # they resume in this order, in the next iteration
+            if not fut.done():
+                fut.set_result(None)
+                b.ahead += 1
 
 
 class InflightCall:

@@ -47,7 +47,7 @@ from ..invocation import (
     LimitsInterceptor,
     TelemetryInterceptor,
 )
-from .asynccall import DEFER_ROUNDS, NOT_INLINE, InflightCall, budget_left
+from .asynccall import MAX_TURNS, NOT_INLINE, InflightCall, budget_left, next_turn
 from .cache import CompileCache
 from .engine import Engine, EngineConfig
 from .hostcalls import HostLoop
@@ -220,16 +220,16 @@ class Component:
             return await mgr.invoke_bridged(fn, call.args, limits, call.deadline, self._offload)
         if mgr.policy.mode == "pooled":
             out = mgr.start_inline(fn, call.args, limits, call.deadline)
-            # Only the loop's inline budget is spent and the function is quick: wait for the
-            # next loop iteration rather than a worker. A small call gains nothing on a
-            # worker and costs GIL hand-offs (in-process at 50 callers: ~190 µs CPU per call
-            # on workers against ~50 inline).
-            rounds = 0
-            while (out is NOT_INLINE and rounds < DEFER_ROUNDS and not budget_left()
+            # Only the loop's inline budget stands in the way and the function is quick: wait
+            # for a turn in a later loop iteration rather than for a worker. A small call
+            # gains nothing on a worker and costs GIL hand-offs (in-process at 50 callers:
+            # ~190 µs CPU per call on workers against ~50 inline).
+            turns = 0
+            while (out is NOT_INLINE and turns < MAX_TURNS and not budget_left()
                    and mgr.quick(fn)):
-                await asyncio.sleep(0)
-                rounds += 1
-                out = mgr.start_inline(fn, call.args, limits, call.deadline)
+                await next_turn()
+                turns += 1
+                out = mgr.start_inline(fn, call.args, limits, call.deadline, turn=True)
             if out is not NOT_INLINE:
                 if type(out) is InflightCall:
                     return await self._migrate(out)

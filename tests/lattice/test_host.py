@@ -418,3 +418,35 @@ async def test_host_survives_a_nats_restart(nats_server_factory, lattice: str,  
             assert beat["data"]["components"][0]["component_id"] == "calc"
     finally:
         await hosts.aclose()
+
+
+# -- more calls than the host runs at once -------------------------------------------------------
+
+
+async def test_calls_past_max_in_flight_wait_their_turn_and_the_host_stays_responsive(
+        hosts: Hosts, lc: LatticeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trellis.host import rpc
+
+    host = await hosts.start("lambda")
+    host.rpc.max_in_flight = 2
+    await lc.start_component(write(tmp_path, "nap.wat", NAP), "nap", host_id="lambda",
+                             max_instances=8)
+    calls = [asyncio.create_task(lc.call("nap", "nap", 200, timeout=10)) for _ in range(6)]
+    while host.rpc.in_flight < 2:
+        await asyncio.sleep(0.01)
+    # The rest wait in the backlog, not in the read loop: control requests still get answers.
+    [info] = await lc.ping_hosts(expect=1)
+    assert info.host_id == "lambda"
+    assert (await lc.get_inventory("lambda")).components[0].active == 2
+    assert await asyncio.gather(*calls) == [200] * 6
+
+    monkeypatch.setattr(rpc, "MAX_BACKLOG", 1)
+    calls = [asyncio.create_task(lc.call("nap", "nap", 300, timeout=10)) for _ in range(2)]
+    while host.rpc.in_flight < 2:
+        await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(lc.call("nap", "nap", 1, timeout=10))
+    await asyncio.sleep(0.1)
+    with pytest.raises(RemoteInvocationError) as refused:
+        await lc.call("nap", "nap", 1, timeout=10)
+    assert refused.value.kind == "capacity" and "at capacity" in str(refused.value)
+    assert await asyncio.gather(*calls, waiting) == [300, 300, 1]
