@@ -91,9 +91,9 @@ async def test_answers_like_trellis_serve(web: Lattice, http_hello_wasm: Path) -
     assert (r.status, r.body, r.header("x-hello")) == (200, b"hello from trellis\n", "1")
 
 
-async def test_large_bodies_cross_nats_through_the_payload_store(web: Lattice) -> None:
+async def test_large_bodies_cross_nats_as_streams(web: Lattice) -> None:
     assert web.provider.context is not None
-    assert web.provider.context.nc.max_payload < 5 * MiB  # so it must take the object store
+    assert web.provider.context.nc.max_payload < 5 * MiB  # so it must be streamed
     data = bytes(range(256)) * (5 * MiB // 256)
     up = await request(web.url, "POST", "/hello/echo", data,
                        headers=[("content-type", "application/octet-stream")])
