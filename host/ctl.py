@@ -37,11 +37,12 @@ from ..lattice.models import (
 )
 from ..providers.sdk import ProviderError
 from .config import RESERVED_LABEL_PREFIX, check_label_key
+from .guestlog import GuestOutput
 from .http.lattice import adapt_component, with_http_imports
 from .links import linked_imports
 from .rpc import Served
 from .runtime.imports import HostImports
-from .runtime.instances import InstancePolicy, Limits
+from .runtime.instances import InstancePolicy, Limits, WasiOptions
 from .runtime.loader import CompiledComponent
 from .runtime.runtime import Component, ComponentConfig
 
@@ -279,17 +280,19 @@ class CtlServer:
     async def _component(self, req: ScaleComponent, served: Served | None) -> Component:
         runtime = self.host.runtime
         lim = req.limits
+        cid, links = req.component_id, self.host.links
+        out, err = GuestOutput(cid, "stdout"), GuestOutput(cid, "stderr")  # into the host's log
         config = ComponentConfig(
             policy=InstancePolicy(mode=req.mode, max_instances=req.max_instances),
             limits=Limits(lim.timeout, lim.fuel,
                           None if lim.max_memory_mib is None else lim.max_memory_mib << 20),
+            wasi=WasiOptions(stdout=out, stderr=err),
         )
-        cid, links = req.component_id, self.host.links
 
         def imports(compiled: CompiledComponent) -> HostImports:
             # Imports that are not WASI go through the host's links (host/links.py).
             static = with_http_imports(compiled.world, runtime.imports,  # wasi:io/http: ours
-                                       component_id=cid, links=links)
+                                       component_id=cid, links=links, stdout=out, stderr=err)
             return linked_imports(cid, compiled.world, links, static)
 
         if req.image is None:  # rescale: same code, new policy and limits

@@ -51,6 +51,7 @@ from .imports import wasi_http_imports
 from .pipe import Exchange, Pipe, PipeClosed, RequestDeadline
 from .proxy import HANDLER, HttpExchange, ProxyComponent, ResponseError
 from .spin import CONFIG, is_spin, spin_imports
+from .wasi_io import Sink
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -77,15 +78,17 @@ def is_http(world: t.WorldType) -> bool:
 
 
 def with_http_imports(world: t.WorldType, static: HostImports, *,
-                      component_id: str | None = None, links: LinkRouter | None = None
+                      component_id: str | None = None, links: LinkRouter | None = None,
+                      stdout: Sink | str = "discard", stderr: Sink | str = "discard"
                       ) -> HostImports:
     """``static`` plus the Python wasi:io / wasi:http host side for a wasi:http component
     (else ``static``): links must not claim those interfaces, and wasmtime's native WASI
     cannot hand them our streams. A Spin app also gets Spin key-value and variables over its
-    own links (``spin_on_links``) when the host names it (``component_id``, ``links``)."""
+    own links (``spin_on_links``) when the host names it (``component_id``, ``links``). What
+    the guest prints goes to ``stdout`` / ``stderr`` (``wasi_http_imports``)."""
     if not is_http(world):
         return static
-    imports = wasi_http_imports(base=static)
+    imports = wasi_http_imports(base=static, stdout=stdout, stderr=stderr)
     if is_spin(world) and component_id is not None and links is not None:
         imports = spin_on_links(world, imports, component_id, links)
     return imports

@@ -4,6 +4,7 @@ http-hello on host B; each request crosses NATS (``trellis.http.{lattice}.{compo
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -182,3 +183,14 @@ def test_trellis_up_serves_http_on_a_route(http_hello_wasm: Path, lattice: str) 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+async def test_what_the_component_prints_reaches_the_host_log(
+        web: Lattice, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="trellis.component.hello"):
+        got = await request(web.url, "GET", "/hello/log")
+        assert got.status == 200
+        await until(lambda: len(caplog.records) >= 2)
+    lines = {(r.levelno, r.getMessage()) for r in caplog.records
+             if r.name == "trellis.component.hello"}
+    assert lines == {(logging.INFO, "hello on stdout"), (logging.WARNING, "hello on stderr")}
