@@ -64,6 +64,8 @@ class Pipe:
         self.trailers: Any = None
         self._cond = threading.Condition(threading.Lock())
         self._waiter: asyncio.Future[None] | None = None
+        self._hook: Any = None
+        self._hook_at = 0
 
     # -- state ---------------------------------------------------------------------------
 
@@ -83,11 +85,29 @@ class Pipe:
     def _changed(self) -> None:
         """Wake both kinds of waiters (call with the lock held)."""
         self._cond.notify_all()
+        if self._hook is not None and self._held():
+            hook, self._hook = self._hook, None
+            hook()
         fut, self._waiter = self._waiter, None
         if fut is not None and not fut.done():
             loop = fut.get_loop()
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_resolve, fut)
+
+    def _held(self) -> bool:
+        return self.eof or self.error is not None or self._size >= self._hook_at
+
+    def call_when_held(self, size: int, hook: Any) -> bool:
+        """Have ``hook()`` called (once, from the producer's thread, with the pipe's lock held:
+        it must not block) as soon as ``size`` bytes are buffered, the producer finished or the
+        pipe failed. ``False`` if that is already so (``hook`` is not called): a consumer that
+        looks at the body only then need not be woken before."""
+        with self._cond:
+            self._hook_at = size
+            if self._held():
+                return False
+            self._hook = hook
+            return True
 
     # -- producer ------------------------------------------------------------------------
 

@@ -11,16 +11,15 @@ the call's Store does not exist yet when its arguments are made.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from wasmtime.component import ResourceHost
-
 from ...lattice.errors import ComponentLoadError
 from ...lattice.wit.values import Err, Ok, Resource
-from ..runtime.hostresources import DETACHED, TABLE, resource_id
+from ..runtime.hostresources import DETACHED, TABLE, HostHandle, resource_id
 from ..runtime.runtime import Component
 from .pipe import Exchange, Pipe, PipeClosed
 from .wasi_http import IncomingRequest, OutgoingResponse, ResponseOutparam
@@ -44,7 +43,14 @@ class ResponseError(Exception):
 
 
 class HttpExchange(Exchange):
-    """One request in flight: the guest's call and the response it sets."""
+    """One request in flight: the guest's call and the response it sets.
+
+    ``response`` resolves once the response is set *and* its body has ``HOLD`` bytes, is
+    finished or failed — or the call ended. Both consumers (``server.py``, ``lattice.py``)
+    look at the body only then, so the loop is woken once for the head, not at every step
+    of a small response (each wake-up costs the guest's thread a GIL hand-off)."""
+
+    HOLD = 64 * 1024
 
     def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> None:
         super().__init__(loop, deadline)
@@ -53,14 +59,32 @@ class HttpExchange(Exchange):
         self._reps: list[int] = []
         self.body: Pipe | None = None
         """The response body, once the guest set its response."""
+        self._held: Response | None = None
+        """A response set but not handed to the loop yet (its body is not far enough)."""
+        self._lock = threading.Lock()
 
     def _call_done(self, _task: asyncio.Task[Any]) -> None:
         """The guest returned (or failed): a body it did not finish never will be."""
+        held = self._take_held()
+        if held is not None:
+            _settle(self.response, held)
         if self.body is not None:
             self.body.fail(PipeClosed("the component returned without finishing the body"))
 
+    def _take_held(self) -> Response | None:
+        with self._lock:
+            held, self._held = self._held, None
+        return held
+
+    def _publish(self) -> None:
+        """The held response's body got far enough (the guest's thread, pipe lock held)."""
+        held = self._take_held()
+        loop = self.loop
+        if held is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, self.response, held)
+
     def _on_set(self, outcome: Ok | Err) -> None:
-        """From the guest's worker thread: hand the response to the loop."""
+        """From the guest's worker thread: hand the response to the loop (see ``HOLD``)."""
         loop = self.loop
         assert loop is not None
         if isinstance(outcome, Ok) and isinstance(outcome.value, OutgoingResponse):
@@ -73,6 +97,12 @@ class HttpExchange(Exchange):
                 body.pipe.finish()
             self.body = body.pipe
             result: Any = Response(resp.status, resp.headers().entries(), body.pipe)
+            with self._lock:
+                self._held = result
+            if body.pipe.call_when_held(self.HOLD, self._publish):
+                return
+            if self._take_held() is None:
+                return  # the call ended meanwhile and handed it over
         else:
             result = ResponseError(outcome.value)
         loop.call_soon_threadsafe(_settle, self.response, result)
@@ -147,9 +177,9 @@ class ProxyComponent:
         outparam = ResponseOutparam(ex._on_set)
         req_rep, out_rep = TABLE.add_detached(request), TABLE.add_detached(outparam)
         ex._reps += [req_rep, out_rep]
-        args = (
-            Resource("incoming-request", ResourceHost.own(req_rep, self._req_type), None),
-            Resource("response-outparam", ResourceHost.own(out_rep, self._out_type), None),
+        args = (  # lowered into the call's Store with raw calls (no ffi here, on the loop)
+            Resource("incoming-request", HostHandle(req_rep, self._req_type), None),
+            Resource("response-outparam", HostHandle(out_rep, self._out_type), None),
         )
         ex.call = loop.create_task(self.component.invoke(self.function, *args,
                                                          timeout=self.timeout))

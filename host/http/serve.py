@@ -15,7 +15,7 @@ from typing import Any
 
 from ..runtime.engine import EngineConfig
 from ..runtime.instances import InstancePolicy, Limits, WasiOptions
-from ..runtime.runtime import ComponentConfig, Runtime
+from ..runtime.runtime import Component, ComponentConfig, Runtime
 from .imports import wasi_http_imports
 from .outgoing import OutboundPolicy, OutgoingHttp
 from .proxy import ProxyComponent
@@ -33,6 +33,9 @@ class ServeOptions:
     """Reuse warm instances (else a fresh instance per request, the default)."""
     max_concurrency: int = 16
     """Requests served at once (live instances); the rest wait up to their deadline (503)."""
+    prepared: int = 2
+    """Fresh mode: never-used instances kept instantiated ahead of demand (each still serves
+    one request only), so instantiation runs beside the requests rather than in their way."""
     timeout: float | None = 30.0
     """Seconds per request, guest and body waits included (504)."""
     max_memory: int | None = None
@@ -73,6 +76,7 @@ class Serving:
         self.runtime = runtime or Runtime(engine=EngineConfig(), cache_dir=options.cache_dir,
                                           max_workers=max(8, options.max_concurrency + 4))
         self.server: HttpServer | None = None
+        self.component: Component | None = None
         self.backends: ServeBackends | None = None
         self.outgoing = OutgoingHttp(OutboundPolicy(options.allow_outbound,
                                                     options.outbound_timeout, options.outbound_ca))
@@ -98,6 +102,10 @@ class Serving:
         await backends.start()
         component = await self.runtime.load_async(
             o.file, config=config, imports=lambda c: backends.imports(c.world, imports))
+        self.component = component
+        if not o.pooled and o.prepared > 0:
+            await asyncio.to_thread(component.instances.prepare,
+                                    min(o.prepared, o.max_concurrency), 60.0)
         proxy = ProxyComponent(component, timeout=o.timeout)
         self.server = HttpServer(proxy, max_body=o.max_body)
         self.host, self.port = await self.server.start(host, port)
@@ -107,6 +115,9 @@ class Serving:
         if self.server is not None:
             await self.server.close()
             self.server = None
+        if self.component is not None:
+            self.component.instances.prepare(0)
+            self.component = None
         await self.outgoing.aclose()
         if self.backends is not None:
             await self.backends.close()

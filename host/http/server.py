@@ -80,7 +80,8 @@ class HttpServer:
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one request; ``True`` to keep the connection for another."""
         try:
-            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+            async with asyncio.timeout(IDLE_TIMEOUT):  # no task per request, as wait_for makes
+                raw = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             await self._plain(writer, 431, "request header section too large\n")
             return False
@@ -101,17 +102,22 @@ class HttpServer:
         if length is not None and any(v.lower() == b"100-continue" for v in req.header("expect")):
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = Pipe(Exchange(None, None))
-        feeder = asyncio.create_task(self._feed(reader, body, length))
+        feeder: asyncio.Task[None] | None = None
+        if length is None:
+            body.finish()  # no body: nothing to feed
+        else:
+            feeder = asyncio.create_task(self._feed(reader, body, length))
         ex = self.proxy.start(req.method, path, req.headers, body, authority=authority)
         try:
-            keep = await self._respond(writer, req, ex, body, feeder) and keep
+            keep = await self._respond(writer, req, ex, body) and keep
         finally:
             ex.release()
-            if not feeder.done():  # the guest did not read it all: the stream is out of sync
-                feeder.cancel()
-                keep = False
-            with contextlib.suppress(BaseException):
-                await feeder
+            if feeder is not None:
+                if not feeder.done():  # the guest did not read it all: the stream is out of sync
+                    feeder.cancel()
+                    keep = False
+                with contextlib.suppress(BaseException):
+                    await feeder
         return keep
 
     @staticmethod
@@ -174,9 +180,10 @@ class HttpServer:
     # -- response ------------------------------------------------------------------------
 
     async def _respond(self, writer: asyncio.StreamWriter, req: Request, ex: HttpExchange,
-                       body: Pipe, feeder: asyncio.Task[None]) -> bool:
+                       body: Pipe) -> bool:
         assert ex.call is not None
-        await asyncio.wait((ex.response, ex.call), return_when=asyncio.FIRST_COMPLETED)
+        if not ex.response.done():
+            await asyncio.wait((ex.response, ex.call), return_when=asyncio.FIRST_COMPLETED)
         if not ex.response.done() or ex.response.exception() is not None:
             if not ex.response.done():
                 ex.response.cancel()
@@ -210,11 +217,14 @@ class HttpServer:
         declared = any(k == "content-length" for k, _ in headers)
         chunked = False
         if not declared and not no_body:
-            hold = asyncio.ensure_future(pipe.wait_async(
-                lambda: pipe.eof or pipe.error is not None or pipe.size >= HEAD_HOLD))
-            assert ex.call is not None
-            await asyncio.wait((hold, ex.call), return_when=asyncio.FIRST_COMPLETED)
-            hold.cancel()
+            def held() -> bool:
+                return pipe.eof or pipe.error is not None or pipe.size >= HEAD_HOLD
+
+            if not held():  # (``HttpExchange`` usually hands the response over only then)
+                hold = asyncio.ensure_future(pipe.wait_async(held))
+                assert ex.call is not None
+                await asyncio.wait((hold, ex.call), return_when=asyncio.FIRST_COMPLETED)
+                hold.cancel()
             if pipe.eof and not pipe.trailers:  # trailers need chunked framing to go out
                 headers.append(("content-length", str(pipe.size).encode()))
             elif pipe.error is not None:  # failed before anything was sent: answer for it
@@ -229,7 +239,10 @@ class HttpServer:
                 headers.append(("transfer-encoding", b"chunked"))
         head = [_status_line(resp.status)]
         head += [k.encode("latin-1") + b": " + v + b"\r\n" for k, v in headers]
-        writer.write(b"".join(head) + b"\r\n")
+        head.append(b"\r\n")
+        if not chunked and not no_body and pipe.eof and pipe.size <= HEAD_HOLD:
+            head.append(pipe.take(HEAD_HOLD))  # a small finished body goes out with the head
+        writer.write(b"".join(head))
         while True:
             try:
                 data = await pipe.read_async()

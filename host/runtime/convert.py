@@ -69,6 +69,7 @@ from wasmtime.component import Func, ResourceAny, ResourceHost, _enter
 from ...lattice.errors import WitValueError
 from ...lattice.wit import types as t
 from ...lattice.wit.values import Case, Err, Ok, Resource, Some
+from .hostresources import HostHandle, context_address, val_delete
 
 __all__ = [
     "AsyncCall", "FastFunc", "Lifter", "Lowerer", "make_lifter", "make_lowerer", "owns_memory",
@@ -840,6 +841,9 @@ def _resource_lowerer(ty: t.OwnType | t.BorrowType) -> _Low:
                     c.of.ptr = _resource_clone(h.ptr())
             except ValueError:
                 raise WitValueError(f"the {label} handle was already moved or closed") from None
+        elif type(h) is HostHandle:
+            addr = getattr(store, "addr", 0) or context_address(store._context())
+            c.of.ptr = h.to_any(addr)
         elif isinstance(h, ResourceHost):
             c.of.ptr = addressof(h.to_any(store)._consume().contents)
         else:
@@ -860,6 +864,20 @@ def _resource_lifter(ty: t.OwnType | t.BorrowType, owner: object) -> _Lift:
         return Resource(name, handle, owner)
 
     return lift
+
+
+def resource_arg(c: Any) -> int:
+    """The ``wasmtime_component_resource_any_t *`` a resource value holds (0 if it holds none),
+    for a caller that consumes it at once (``imports._Callback``: then ``release_arg``)."""
+    v = _as_val(c)
+    return int(v.of.ptr or 0) if v.kind == _RESOURCE else 0
+
+
+def release_arg(c: Any) -> None:
+    """Free a value read with ``resource_arg`` (the GIL stays held: a short C call)."""
+    v = _as_val(c)
+    val_delete(addressof(v))
+    v.kind = _BOOL
 
 
 # --- compilation -------------------------------------------------------------------------------

@@ -29,9 +29,17 @@ from ...lattice.errors import UnsatisfiedImports
 from ...lattice.wit import types as t
 from ...providers.sdk import resource_class
 from . import hostcalls
-from .convert import make_lifter, make_lowerer
+from .convert import make_lifter, make_lowerer, release_arg, resource_arg
 from .hostcalls import HostLoop
-from .hostresources import TABLE, StoreShim, context_address, lifting, lowering, resource_id
+from .hostresources import (
+    TABLE,
+    StoreShim,
+    context_address,
+    host_rep,
+    lifting,
+    lowering,
+    resource_id,
+)
 from .loader import CompiledComponent
 
 NATIVE_WASI = re.compile(r"^wasi:(cli|io|clocks|filesystem|random|sockets)/[a-z0-9-]+@0\.2\.\d+")
@@ -150,6 +158,11 @@ class _Callback:
         self.fn = fn
         self.lifters = [make_lifter(pt) for _, pt in ft.params]
         self.objects = [lifting(pt) for _, pt in ft.params]
+        # A parameter that is a handle itself: straight from the value to the object.
+        self.direct = [(TABLE.take if isinstance(pt, t.OwnType) else TABLE.get)
+                       if isinstance(pt, (t.OwnType, t.BorrowType)) else None
+                       for _, pt in ft.params]
+        self.any_direct = any(d is not None for d in self.direct)
         self.lower = make_lowerer(ft.result) if ft.result is not None else None
         self.handles = lowering(ft.result, resource_ids) if ft.result is not None else None
         self.result_kind = _ILL_TYPED_FOR_BOOL if ft.result == _BOOL_T else _ILL_TYPED
@@ -165,6 +178,8 @@ class _Callback:
             self.c_callback = ffi.wasmtime_component_func_callback_t(self._call)
 
     def _args(self, context: Any, args: Any) -> list[Any]:
+        if self.any_direct:
+            return self._args_direct(context, args)
         pyargs = [lift(args[i]) for i, lift in enumerate(self.lifters)]
         ctx = 0
         for i, obj in enumerate(self.objects):
@@ -175,11 +190,34 @@ class _Callback:
             pyargs.insert(0, ctx or context_address(context))
         return pyargs
 
+    def _args_direct(self, context: Any, args: Any) -> list[Any]:
+        """``_args`` where some parameter is a host resource handle: its object comes from
+        the handle's rep with raw calls (``hostresources.host_rep``), no wrapper objects."""
+        ctx = context_address(context)
+        pyargs = []
+        for i, lift in enumerate(self.lifters):
+            c = args[i]
+            find = self.direct[i]
+            if find is not None:
+                ptr = resource_arg(c)
+                rep = host_rep(ctx, ptr) if ptr else None
+                if rep is not None:
+                    release_arg(c)
+                    pyargs.append(find(ctx, rep))
+                    continue
+            value = lift(c)
+            obj = self.objects[i]
+            pyargs.append(value if obj is None else obj(ctx, value))
+        if self.wants_store:
+            pyargs.insert(0, ctx or context_address(context))
+        return pyargs
+
     def _lower(self, context: Any, out: Any, results: Any) -> None:
         if self.lower is not None:
             if self.handles is not None:
-                out = self.handles(context_address(context), out)
-                context = StoreShim(context)  # lowering a host handle needs a Storelike
+                ctx = context_address(context)
+                out = self.handles(ctx, out)
+                context = StoreShim(context, ctx)  # lowering a host handle needs a Storelike
             self.lower(context, out, results)
 
     def _call(self, _env: Any, context: Any, _ty: Any, args: Any, nargs: int,

@@ -306,9 +306,17 @@ class SpareSlots:
             slot = self._slots.popleft()
         except IndexError:
             slot = None
-        with self._cond:
-            self._cond.notify_all()
+        if not self._slots:  # none left for the next call: make one now
+            self.refill()
         return slot
+
+    def refill(self) -> None:
+        """Make up for the spares taken. Called when a call *ended* (``_give_back``) while
+        some are left, so the instantiation's mmaps do not contend with a guest's page
+        faults in the same process."""
+        if len(self._slots) < self.target:
+            with self._cond:
+                self._cond.notify_all()
 
     def wait_filled(self, timeout: float) -> bool:
         with self._cond:
@@ -397,6 +405,9 @@ class InstanceManager:
 
     def _new_slot(self, limits: Limits) -> Slot:
         store = wasmtime.Store(self.engine.wasmtime)
+        ctx = context_address(store._context())
+        # Host resources die with their Store (unless a new Store took its address first).
+        weakref.finalize(store, TABLE.forget_claimed, ctx, TABLE.claim(ctx))
         if self._uses_wasi:
             store.set_wasi(self.wasi.build())
         if limits.max_memory is not None:
@@ -410,8 +421,6 @@ class InstanceManager:
         else:
             instance = self.linker.instantiate(store, self.component.wasmtime)
         self.stats.created += 1
-        ctx = context_address(store._context())
-        weakref.finalize(store, TABLE.forget, ctx)  # host resources die with their Store
         return Slot(store, instance, limits.max_memory, ticks)
 
     def _take(self, limits: Limits) -> Slot:
@@ -449,6 +458,8 @@ class InstanceManager:
         if slot.broken or self.policy.mode != "pooled":
             if slot.broken:
                 self.stats.discarded += 1
+            if self._spares is not None:
+                self._spares.refill()
             return
         keep = self.policy.max_idle
         if keep is None:
