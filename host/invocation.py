@@ -9,6 +9,11 @@ It may inspect or replace the call (``dataclasses.replace``), refuse it by raisi
 the result. The chain is built once; calling it costs one coroutine frame per interceptor.
 The last link executes the call (locally today; across the lattice later).
 
+A host starts calls eagerly (``host/eager.py``): on Python 3.11 the chain may run before the
+call has a task of its own. An interceptor that never uses ``asyncio.timeout`` or
+``current_task`` says so with ``eager_safe = True``; for any other, the chain first gives the
+call its task (one loop iteration).
+
 Shipped here: ``LimitsInterceptor`` (defaults and ceilings for deadline, fuel, memory,
 argument size) and ``TelemetryInterceptor`` (one OpenTelemetry span per invocation).
 """
@@ -19,12 +24,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode, TracerProvider
 
 from ..lattice.errors import InvocationError, TrellisError
+from .eager import in_task
 from .runtime.instances import Limits
 
 Next = Callable[["Invocation"], Awaitable[Any]]
@@ -75,10 +81,22 @@ class InvocationChain:
         handler = terminal
         for icp in reversed(self.interceptors):
             handler = _bind(icp, handler)
+        if not all(getattr(icp, "eager_safe", False) for icp in self.interceptors):
+            handler = _in_task(handler)
         self._entry = handler
 
     async def invoke(self, call: Invocation) -> Any:
         return await self._entry(call)
+
+
+def _in_task(nxt: Next) -> Next:
+    # A call may start eagerly, before it has a task (host/eager.py); an interceptor that does
+    # not say it copes with that (``eager_safe = True``) gets one first.
+    async def step(call: Invocation) -> Any:
+        await in_task()
+        return await nxt(call)
+
+    return step
 
 
 def _bind(icp: Interceptor, nxt: Next) -> Next:
@@ -99,6 +117,8 @@ class LimitsInterceptor:
     arguments before any instance is touched.
     """
 
+    eager_safe: ClassVar[bool] = True
+    """Uses no ``asyncio.timeout`` or ``current_task`` (see ``InvocationChain``)."""
     defaults: Limits = field(default_factory=Limits)
     ceiling: Limits = field(default_factory=Limits)
     max_args_bytes: int | None = None
@@ -145,6 +165,9 @@ class TelemetryInterceptor:
     Takes a ``TracerProvider`` rather than using the global one so tests and embedders
     control where spans go.
     """
+
+    eager_safe = True
+    """Uses no ``asyncio.timeout`` or ``current_task`` (see ``InvocationChain``)."""
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         provider = tracer_provider or trace.get_tracer_provider()

@@ -31,13 +31,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import itertools
 import logging
 import random
 import time
-import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +67,7 @@ from ..lattice.rpc import (
     read_body,
 )
 from ..lattice.wit.typejson import FORMAT, exports_to_json
+from . import eager
 from .invocation import Invocation
 from .runtime.asynccall import budget_spent
 from .runtime.instances import GuestExit
@@ -133,6 +132,8 @@ class RpcServer:
         self._room = asyncio.Event()
         self._backlog: collections.deque[tuple[Served, Msg]] = collections.deque()
         self._feeder: asyncio.Task[None] | None = None
+        self._replies: set[asyncio.Task[None]] = set()
+        """Error replies to requests that never started (kept so they are not collected)."""
         self._closing = False
         self._operations: dict[str, str] = {}
         """Subject -> operation: unescaping a token costs ~10 µs, a dict hit 50 ns."""
@@ -177,43 +178,53 @@ class RpcServer:
         await flush(self.nc)
 
     def _start(self, served: Served, msg: Msg) -> None:
-        """Run one call at once, here: most finish without waiting for anything (a quick
-        export on a warm instance) and need no task of their own. One that waits continues
-        in a task, in the same context (what Python 3.12's eager tasks do)."""
-        ctx = contextvars.copy_context()
-        coro = self._handle(served, msg)
-        try:
-            pending = ctx.run(coro.send, None)
-        except StopIteration:
-            return
-        task = asyncio.get_running_loop().create_task(_resume(coro, pending), context=ctx)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        """Run one call at once, here (``host/eager.py``): most finish without waiting for
+        anything and need no task of their own; one that waits continues in a task."""
+        task = eager.start(self._handle(served, msg))
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
 
     def _hold(self, served: Served, msg: Msg) -> None:
         """``max_in_flight`` calls are running: keep the request until one ends (in order),
         or refuse it at once when the backlog is full too."""
         if len(self._backlog) >= MAX_BACKLOG:
-            inv_id = (msg.headers or _NO_HEADERS).get(Headers.INVOCATION_ID, "")
-            task = asyncio.create_task(self._fail(
-                msg, served, served.component, inv_id, "?", KIND_CAPACITY,
-                f"host {self.host_id} is at capacity ({self.max_in_flight} calls running, "
-                f"{len(self._backlog)} waiting)", None))
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
+            self._refuse([(served, msg)], KIND_CAPACITY,
+                         f"host {self.host_id} is at capacity ({self.max_in_flight} calls "
+                         f"running, {len(self._backlog)} waiting)")
             return
         self._backlog.append((served, msg))
         if self._feeder is None or self._feeder.done():
             self._feeder = asyncio.create_task(self._feed())
 
     async def _feed(self) -> None:
+        """Start held requests as room frees up, as many per loop iteration as its inline
+        budget allows (new requests queue behind them, so the backlog drains under load)."""
         backlog = self._backlog
         while backlog:
             if len(self._tasks) >= self.max_in_flight:
                 await self._wait_for_room()
                 continue
-            self._start(*backlog.popleft())
-            await asyncio.sleep(0)
+            try:
+                self._start(*backlog.popleft())
+            except Exception:  # never leave the backlog without a feeder
+                _LOG.exception("starting a held request failed")
+            if budget_spent():
+                await asyncio.sleep(0)
+
+    def _refuse(self, requests: list[tuple[Served, Msg]], kind: str, message: str
+                ) -> set[asyncio.Task[None]]:
+        """Answer requests that never started with an error; returns the reply tasks (they
+        are not counted as calls in flight, so ``cancel`` does not cancel them)."""
+        replies: set[asyncio.Task[None]] = set()
+        for served, msg in requests:
+            inv_id = (msg.headers or _NO_HEADERS).get(Headers.INVOCATION_ID, "")
+            replies.add(asyncio.create_task(self._fail(
+                msg, served, served.component, inv_id, "?", kind, message, None)))
+        self._replies |= replies
+        for task in replies:
+            task.add_done_callback(self._replies.discard)
+        return replies
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -235,6 +246,11 @@ class RpcServer:
         while ((served.active or any(s is served for s, _ in self._backlog))
                and time.monotonic() < deadline):
             await asyncio.sleep(0.01)
+        held = [item for item in self._backlog if item[0] is served]
+        if held:  # never started in time: say so rather than run them on a stopped component
+            self._backlog = collections.deque(i for i in self._backlog if i[0] is not served)
+            self._refuse(held, KIND_STOPPED, f"component {component_id} stopped on host "
+                                             f"{self.host_id} before the call started")
         return served
 
     async def _drain_sub(self, served: Served, timeout: float) -> None:
@@ -268,19 +284,14 @@ class RpcServer:
         as does each request still waiting to start."""
         if self._feeder is not None:
             self._feeder.cancel()
-        while self._backlog:
-            served, msg = self._backlog.popleft()
-            inv_id = (msg.headers or _NO_HEADERS).get(Headers.INVOCATION_ID, "")
-            task = asyncio.create_task(self._fail(
-                msg, served, served.component, inv_id, "?", KIND_STOPPED,
-                f"host {self.host_id} stopped before the call started", None))
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-        tasks = set(self._tasks)
-        for task in tasks:
+        running = set(self._tasks)
+        held, self._backlog = list(self._backlog), collections.deque()
+        replies = self._refuse(held, KIND_STOPPED,
+                               f"host {self.host_id} stopped before the call started")
+        for task in running:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        if running or replies:
+            await asyncio.wait(running | replies, timeout=timeout)
 
     # -- one call --------------------------------------------------------------------------------
 
@@ -341,7 +352,8 @@ class RpcServer:
     def _operation(self, subject: str) -> str:
         if len(self._operations) > 4096:
             self._operations.clear()
-        op = self._operations[subject] = subjects.operation_of(subject)
+        op: str = subjects.operation_of(subject)
+        self._operations[subject] = op
         return op
 
     def _ok_reply(self, component: Component) -> tuple[dict[str, str], bytes]:
@@ -379,6 +391,7 @@ class RpcServer:
         fn = self._function(served, component, function)
         deadline = _deadline(hdrs, component, served.component_id, fn.key)
         if Headers.OBJECT in hdrs:
+            await eager.in_task()  # the payload store's timeouts need a task of their own
             left = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
             body = await read_body(msg, self.payloads, left)
         else:
@@ -439,30 +452,6 @@ class RpcServer:
                           host=self.host_id, invocation_id=inv_id, exc=exc)
         with contextlib.suppress(Exception):
             await self._reply(msg, component, body, kind, inv_id, JSON_TYPE)
-
-
-async def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> None:
-    """Finish ``coro``, started elsewhere and suspended on ``pending``, in this task."""
-    await _continue(coro, pending)
-
-
-@types.coroutine
-def _continue(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
-    # Pass what the coroutine waits on up to the task, and what the task sends (or throws,
-    # a cancellation) back down, until it returns.
-    while True:
-        try:
-            sent = yield pending
-        except BaseException as exc:
-            try:
-                pending = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                pending = coro.send(sent)
-            except StopIteration:
-                return
 
 
 @dataclass(frozen=True, slots=True)

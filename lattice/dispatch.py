@@ -19,6 +19,7 @@ plain callback subscription, which behaves the same, only slower.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -39,7 +40,9 @@ _SUPPORTED = all(callable(getattr(Client, name, None))
 async def subscribe(nc: Client, subject: str, handler: Handler, *, queue: str = ""
                     ) -> Subscription:
     """Subscribe ``handler`` to ``subject`` (in queue group ``queue``) for direct delivery.
-    Unsubscribe, drain and reconnect work as for any nats-py subscription."""
+    Unsubscribe (with a limit too), drain and reconnect work as for any nats-py subscription;
+    nats-py's pending limits do not apply (nothing waits in its queue). Messages that arrive
+    before this returns may still go through the callback, concurrently with later ones."""
     sub = await nc.subscribe(subject, queue=queue, cb=handler)
     if _hook(nc):
         # From now on the hook delivers; the callback (nats-py's usual task) only sees what
@@ -62,16 +65,24 @@ def _hook(nc: Client) -> bool:
                           headers: bytes | None) -> None:
         sub = subs.get(sid)
         handler = getattr(sub, _ATTR, None)
-        if handler is None:
-            await original(sid, subject, reply, data, headers)
+        if handler is None or sub is None:
+            await original(sid, subject, reply, data, headers)  # type: ignore[arg-type]
             return
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
+        sub._received += 1
+        if 0 < sub._max_msgs <= sub._received:  # unsubscribe(limit=N) reached: as nats-py
+            subs.pop(sid, None)
         hdr = await nc._process_headers(headers) if headers else None
         msg = nc._build_message(sid, subject, reply, data, hdr)
         try:
             await handler(msg)
-        except Exception:  # never into the read loop: that would drop the connection
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the read loop itself is being stopped
+            _LOG.error("handler of %s raised a stray cancellation", msg.subject)
+        except Exception:  # never into the read loop: that would end the connection
             _LOG.exception("handler of %s failed", msg.subject)
 
     nc._process_msg = process_msg  # type: ignore[method-assign]

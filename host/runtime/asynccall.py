@@ -79,41 +79,54 @@ class FuncHistory:
 
 
 class _Budget(threading.local):
-    """Inline seconds spent in the current loop iteration of this thread's event loop, and the
-    calls waiting for the next iteration's turn."""
+    """Inline seconds spent in the current iteration of this thread's event loop, and the calls
+    waiting for a turn in the next one. Reset when a different loop runs on the thread."""
 
+    loop: asyncio.AbstractEventLoop | None = None
     spent = 0.0
     armed = False
     ahead = 0
-    """Calls woken for this iteration that have not started yet: newcomers go behind them."""
+    """Calls woken for this iteration that have not started yet."""
     waiting: collections.deque[asyncio.Future[None]] | None = None
+    """Callers waiting for the next iteration, in arrival order."""
+    again: collections.deque[asyncio.Future[None]] | None = None
+    """Callers woken for this iteration whose turn the budget ran out on: first next time."""
 
 
 _budget = _Budget()
 
 
-def budget_left(turn: bool = False) -> bool:
-    """Whether a call may run inline now: budget left in this iteration, and none of the
-    calls woken for it still to go (unless this call is one of them, ``turn``). So every
-    waiting caller gets a call in each iteration; the last of them may use what is left."""
+def _state() -> _Budget:
     b = _budget
-    return b.spent < INLINE_BUDGET and (turn or not b.ahead)
+    loop = asyncio.get_running_loop()
+    if b.loop is not loop:  # a new loop on this thread: nothing of the old one carries over
+        b.loop, b.spent, b.armed, b.ahead = loop, 0.0, False, 0
+        b.waiting, b.again = collections.deque(), collections.deque()
+    return b
+
+
+def budget_left(turn: bool = False) -> bool:
+    """Whether a call may run inline now: budget left in this iteration and nobody waiting for
+    a turn, unless this call has its turn now (``turn``). So while any caller waits, callers
+    take turns, one call each, first come first served."""
+    b = _state()
+    return b.spent < INLINE_BUDGET and (turn or not (b.ahead or b.waiting or b.again))
 
 
 def budget_spent() -> bool:
     """Whether this loop iteration has run its share of inline wasm."""
-    return _budget.spent >= INLINE_BUDGET
+    return _state().spent >= INLINE_BUDGET
 
 
-async def next_turn() -> None:
-    """Wait for the next loop iteration, behind the calls already waiting (FIFO): a task
-    that runs quick calls back to back cannot keep the budget of every iteration to itself."""
-    b = _budget
-    if b.waiting is None:
-        b.waiting = collections.deque()
+async def next_turn(missed: bool = False) -> None:
+    """Wait for a turn in a later loop iteration, behind the callers already waiting; one whose
+    turn the budget ran out on (``missed``) goes ahead of the newcomers."""
+    b = _state()
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
-    b.waiting.append(fut)
+    queue = b.again if missed else b.waiting
+    assert queue is not None
+    queue.append(fut)
     if not b.armed:
         b.armed = True
         loop.call_soon(_reset)
@@ -127,7 +140,7 @@ async def next_turn() -> None:
 def charge(seconds: float) -> None:
     """Count inline time; the first charge of an iteration schedules the reset, which runs
     once the loop has gone through the callbacks already waiting."""
-    b = _budget
+    b = _state()
     b.spent += seconds
     if not b.armed:
         b.armed = True
@@ -139,13 +152,14 @@ def _reset() -> None:
     b.spent = 0.0
     b.armed = False
     b.ahead = 0  # those woken last time have all run by now (they were first in line)
-    waiting = b.waiting
-    if waiting:
-        b.waiting = collections.deque()
-        for fut in waiting:  # they resume in this order, in the next iteration
-            if not fut.done():
-                fut.set_result(None)
-                b.ahead += 1
+    again, waiting = b.again, b.waiting
+    if again or waiting:
+        b.again, b.waiting = collections.deque(), collections.deque()
+        for queue in (again, waiting):
+            for fut in queue or ():  # they resume in this order, in the next iteration
+                if not fut.done():
+                    fut.set_result(None)
+                    b.ahead += 1
 
 
 class InflightCall:

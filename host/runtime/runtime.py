@@ -39,6 +39,7 @@ from opentelemetry.trace import TracerProvider
 
 from ...lattice.errors import CapacityTimeout, HostStoppedError
 from ...lattice.wit import types as t
+from ..eager import in_task
 from ..invocation import (
     NO_LIMITS,
     Interceptor,
@@ -216,7 +217,8 @@ class Component:
         # Limits are frozen dataclasses (~1 µs to build): reuse the merged defaults if we can.
         limits = mgr._default_limits if call.limits is _NO_LIMITS \
             else call.limits.merged(mgr.defaults)
-        if mgr.bridged:
+        if mgr.bridged:  # its host calls wait with timeouts: they need a task of their own
+            await in_task()
             return await mgr.invoke_bridged(fn, call.args, limits, call.deadline, self._offload)
         if mgr.policy.mode == "pooled":
             out = mgr.start_inline(fn, call.args, limits, call.deadline)
@@ -225,9 +227,9 @@ class Component:
             # gains nothing on a worker and costs GIL hand-offs (in-process at 50 callers:
             # ~190 µs CPU per call on workers against ~50 inline).
             turns = 0
-            while (out is NOT_INLINE and turns < MAX_TURNS and not budget_left()
+            while (out is NOT_INLINE and turns < MAX_TURNS and not budget_left(turns > 0)
                    and mgr.quick(fn)):
-                await next_turn()
+                await next_turn(missed=turns > 0)
                 turns += 1
                 out = mgr.start_inline(fn, call.args, limits, call.deadline, turn=True)
             if out is not NOT_INLINE:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from _wat import HOST_IMPORT, LIMITS
+from trellis.host.runtime.engine import EngineConfig
 from trellis.host.runtime.imports import HostImports
 from trellis.host.runtime.instances import InstancePolicy
 from trellis.host.runtime.runtime import Component, ComponentConfig, Runtime
@@ -262,7 +263,16 @@ async def test_sync_calls_on_a_store_that_ran_async_calls(rt: Runtime) -> None:
     assert await comp.invoke("add", 1, 1) == 2
 
 
-async def test_inline_budget_lets_the_loop_run(rt: Runtime) -> None:
+@pytest.fixture
+def slow_ticks(tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime whose epoch ticks once a second: an OS preemption during a quick call (under a
+    loaded machine) is not taken for a slow function, so only the budget decides."""
+    with Runtime(cache_dir=tmp_path, engine=EngineConfig(epoch_tick=1.0)) as r:
+        yield r
+
+
+async def test_inline_budget_lets_the_loop_run(slow_ticks: Runtime) -> None:
+    rt = slow_ticks
     comp = rt.load(LIMITS.encode(), name="limits", config=pooled())
     comp.call("add", 0, 0)
     n = 3000  # tens of ms of back-to-back calls in one task, which never awaits a real future
@@ -272,11 +282,14 @@ async def test_inline_budget_lets_the_loop_run(rt: Runtime) -> None:
     stats = comp.instances.stats
     assert len(hb.gaps) > 1  # past the budget the task waited for a turn: the loop ran
     assert hb.max_gap < 0.05, hb.max_gap
-    # ... on the loop, not on a worker (a stray epoch tick during a preemption may migrate one)
-    assert stats.inline >= n - 5, stats
+    # ... on the loop, not on a worker (a call across a tick may migrate, then one probes)
+    assert stats.inline >= n - 3 * stats.migrated - 1, stats
+    if stats.migrated == 0:
+        assert workers(rt) == 0
 
 
-async def test_callers_past_the_budget_take_turns(rt: Runtime) -> None:
+async def test_callers_past_the_budget_take_turns(slow_ticks: Runtime) -> None:
+    rt = slow_ticks
     comp = rt.load(LIMITS.encode(), name="limits", config=pooled())
     comp.call("add", 0, 0)
     callers, calls = 20, 300
@@ -291,7 +304,12 @@ async def test_callers_past_the_budget_take_turns(rt: Runtime) -> None:
             at_first_finish.extend(done)
 
     await asyncio.wait_for(asyncio.gather(*(caller(k) for k in range(callers))), 60)
-    # Each waiting caller gets a call in every loop iteration: none is starved until the
-    # first one is through (without turns, the first caller kept each iteration's budget).
-    assert min(at_first_finish) >= calls // 10, at_first_finish
-    assert comp.instances.stats.inline >= callers * calls - 5
+    # The first caller runs alone until the first budget is spent; from then on, while any
+    # caller waits, they take turns, one call each. So when the first is through, every other
+    # is within about one budget's worth of calls of it.
+    assert min(at_first_finish) >= calls // 2, at_first_finish
+    assert max(at_first_finish[1:]) - min(at_first_finish[1:]) <= 1, at_first_finish
+    stats = comp.instances.stats
+    assert stats.inline >= callers * calls - 3 * stats.migrated - 1, stats
+    if stats.migrated == 0:
+        assert workers(rt) == 0

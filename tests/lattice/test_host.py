@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -450,3 +451,48 @@ async def test_calls_past_max_in_flight_wait_their_turn_and_the_host_stays_respo
         await lc.call("nap", "nap", 1, timeout=10)
     assert refused.value.kind == "capacity" and "at capacity" in str(refused.value)
     assert await asyncio.gather(*calls, waiting) == [300, 300, 1]
+
+
+class TimedGate:
+    """An interceptor that uses ``asyncio.timeout`` (so not ``eager_safe``): calls with a first
+    argument of 7 take too long in it and fail."""
+
+    async def invoke(self, call: Any, next: Any) -> Any:
+        from trellis.lattice.errors import InvocationError
+
+        try:
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(0.2 if call.args[:1] == (7,) else 0)
+        except TimeoutError:
+            raise InvocationError(call.component, call.function, "the gate timed out") from None
+        return await next(call)
+
+
+async def test_interceptor_timeouts_stay_in_their_call(hosts: Hosts, lc: LatticeClient,
+                                                       tmp_path: Path) -> None:
+    # Calls start eagerly from the connection's read loop; a timeout in an interceptor must
+    # end that call only, never the loop that reads the host's connection.
+    await hosts.start("mu", runtime_kw={"interceptors": [TimedGate()]})
+    await lc.start_component(write(tmp_path, "echo.wat", ECHO), "e", host_id="mu",
+                             mode="pooled")
+    for _ in range(3):
+        assert await lc.call("e", "add", 1, 2, timeout=5) == 3
+        with pytest.raises(RemoteInvocationError, match="gate timed out"):
+            await lc.call("e", "add", 7, 2, timeout=5)
+    assert await asyncio.gather(*(lc.call("e", "add", i, 1, timeout=5)
+                                  for i in range(10, 30))) == list(range(11, 31))
+
+
+async def test_stop_answers_requests_still_waiting_to_start(hosts: Hosts, lc: LatticeClient,
+                                                            tmp_path: Path) -> None:
+    host = await hosts.start("nu")
+    host.rpc.max_in_flight = 1
+    await lc.start_component(write(tmp_path, "nap.wat", NAP), "nap", host_id="nu")
+    calls = [asyncio.create_task(lc.call("nap", "nap", 3000, timeout=20)) for _ in range(3)]
+    while host.rpc.in_flight < 1 or len(host.rpc._backlog) < 2:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    host.stop(timeout=0.2)
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        assert isinstance(outcome, RemoteInvocationError) and outcome.kind == "stopped"
+    assert time.monotonic() - started < 3  # answered, not left to their 20 s deadline
