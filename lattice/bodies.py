@@ -107,6 +107,7 @@ class BodySender:
         self._seq = 0
         self._cancelled: str | None = None
         self._ended = False
+        self._answered = False
         self._changed = asyncio.Event()
         self._sub: Subscription | None = None
 
@@ -160,14 +161,23 @@ class BodySender:
         await self._wait(lambda: self._to is not None)
         await self._end(EOF, headers or {})
 
+    def answered(self) -> None:
+        """The exchange got its answer: a receiver that has not asked by now never will, so
+        ``abort`` no longer waits ``ABORT_GRACE`` for one (it tells only a receiver that
+        asked)."""
+        self._answered = True
+        self._changed.set()
+
     async def abort(self, reason: str) -> None:
-        """Tell the receiver the body will not be complete (never raises)."""
+        """Tell the receiver the body will not be complete (never raises). A receiver that has
+        not asked yet gets up to ``ABORT_GRACE`` to, unless the exchange was ``answered``."""
         if self._ended or self._cancelled is not None:
             return
         with contextlib.suppress(Exception):
-            await self._wait(lambda: self._to is not None,
+            await self._wait(lambda: self._to is not None or self._answered,
                              min(self.deadline, _loop_time() + ABORT_GRACE))
-            await self._end(ABORT, {StreamHeaders.ERROR: _one_line(reason)})
+            if self._to is not None:
+                await self._end(ABORT, {StreamHeaders.ERROR: _one_line(reason)})
 
     async def _end(self, how: str, headers: Mapping[str, str]) -> None:
         assert self._to is not None
@@ -199,12 +209,19 @@ class BodyReceiver:
         self._sub: Subscription | None = None
 
     async def open(self) -> None:
-        """Subscribe the data inbox and grant the first window."""
+        """Subscribe the data inbox and grant the first window. When the grant cannot go out
+        (e.g. the announced control inbox is not a valid subject), the subscription is
+        dropped before the error propagates: a failed ``open`` leaves nothing behind."""
         inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(inbox)
         self._granted = self.window
-        await self.nc.publish(self.control, b"", headers={
-            StreamHeaders.TO: inbox, StreamHeaders.CREDIT: str(self._granted)})
+        try:
+            await self.nc.publish(self.control, b"", headers={
+                StreamHeaders.TO: inbox, StreamHeaders.CREDIT: str(self._granted)})
+        except BaseException:
+            self.ended = True
+            await self.close()
+            raise
 
     async def read(self) -> bytes:
         """The next chunk; ``b""`` at the end. Raises ``StreamTimeout``, ``StreamAborted`` or

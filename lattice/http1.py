@@ -25,6 +25,10 @@ from typing import Any
 
 MAX_HEAD = 64 * 1024
 """Bytes of request line plus headers at most (431 beyond)."""
+MAX_TRAILERS = 100
+"""Trailer fields of a chunked request body at most (431 beyond)."""
+MAX_TRAILER_BYTES = MAX_HEAD
+"""Bytes of a chunked request body's trailer section at most (431 beyond)."""
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _TARGET = re.compile(rb"^[\x21-\x7e]+$")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -128,6 +132,37 @@ class BodyTooLarge(Exception):
     """A request body grew past the configured limit."""
 
 
+async def read_line(reader: asyncio.StreamReader) -> bytes:
+    """One CRLF-terminated line of a chunked body (size line or trailer); ``BadRequest`` when
+    it is longer than the reader's limit (``MAX_HEAD`` on our servers)."""
+    try:
+        return await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError:
+        raise BadRequest(400, "chunk size or trailer line too long") from None
+
+
+def chunk_size(line: bytes) -> int:
+    try:
+        return int(line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise BadRequest(400, "malformed chunk size") from None
+
+
+async def read_trailers(reader: asyncio.StreamReader) -> list[tuple[str, bytes]] | None:
+    """The trailer section after a chunked body's last chunk, up to its blank line; at most
+    ``MAX_TRAILERS`` fields in ``MAX_TRAILER_BYTES`` (``BadRequest`` 431 beyond, as for the
+    header section)."""
+    trailers: list[tuple[str, bytes]] = []
+    size = 0
+    while (line := await read_line(reader)) != b"\r\n":
+        size += len(line)
+        if len(trailers) >= MAX_TRAILERS or size > MAX_TRAILER_BYTES:
+            raise BadRequest(431, "request trailer section too large")
+        name, _, value = line[:-2].partition(b":")
+        trailers.append((name.decode("latin-1").strip().lower(), value.strip()))
+    return trailers or None
+
+
 async def read_body(reader: asyncio.StreamReader, length: int | str | None,
                     max_body: int | None) -> tuple[bytes, list[tuple[str, bytes]] | None]:
     """A whole request body (and a chunked body's trailers). Raises ``BodyTooLarge``,
@@ -141,11 +176,7 @@ async def read_body(reader: asyncio.StreamReader, length: int | str | None,
     parts: list[bytes] = []
     total = 0
     while True:
-        line = await reader.readuntil(b"\r\n")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise BadRequest(400, "malformed chunk size") from None
+        size = chunk_size(await read_line(reader))
         if size == 0:
             break
         total += size
@@ -154,11 +185,7 @@ async def read_body(reader: asyncio.StreamReader, length: int | str | None,
         parts.append(await reader.readexactly(size))
         if await reader.readexactly(2) != b"\r\n":
             raise BadRequest(400, "malformed chunk")
-    trailers = []
-    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-        name, _, value = line[:-2].partition(b":")
-        trailers.append((name.decode("latin-1").strip().lower(), value.strip()))
-    return b"".join(parts), trailers or None
+    return b"".join(parts), await read_trailers(reader)
 
 
 class BodyReader:
@@ -210,22 +237,33 @@ class BodyReader:
         return b"".join(parts)
 
     async def _next_chunk(self) -> bool:
-        line = await self.reader.readuntil(b"\r\n")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise BadRequest(400, "malformed chunk size") from None
+        size = chunk_size(await read_line(self.reader))
         if size == 0:
-            trailers = []
-            while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
-                name, _, value = line[:-2].partition(b":")
-                trailers.append((name.decode("latin-1").strip().lower(), value.strip()))
-            self.trailers, self.done = trailers or None, True
+            self.trailers, self.done = await read_trailers(self.reader), True
             return False
         if self.max_body is not None and self.total + size > self.max_body:
             raise BodyTooLarge(f"request body over {self.max_body} bytes")
         self._left = size
         return True
+
+
+LINGER = 2.0
+"""Seconds a connection closed with request bytes unread keeps discarding what still comes."""
+
+
+async def close_unread(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       seconds: float = LINGER) -> None:
+    """End a connection whose request body was not all read, after its answer: our side
+    first (the client sees the end of the answer), then what the client still sends is
+    discarded until it closes too, for ``seconds`` at most. Closing on unread bytes would
+    reset the connection, and a reset may destroy the answer before the client read it."""
+    with contextlib.suppress(Exception):
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(seconds):
+            while await reader.read(65536):
+                pass
 
 
 def plain_response(status: int, text: str) -> bytes:

@@ -10,8 +10,11 @@ socket, the NATS window and the guest's pipes push back on each other.
 
 Resource handling: the upload runs in its own task (the response may start before the request
 body ended, e.g. an echo) and is cancelled, with an ``abort`` to the host, when the exchange
-ends first; then the connection is not reused, since unread body bytes remain on it. Every
-wait ends at the request's deadline (plus ``REPLY_GRACE`` for the host's own 504).
+ends first (at once when a reply came: a receiver that has not asked by then never will);
+then the connection is not reused, since unread body bytes remain on it: an answer written
+meanwhile says ``connection: close``, and the connection ends with ``close_unread`` (no reset
+that could destroy the answer). Every wait ends at the request's deadline (plus
+``REPLY_GRACE`` for the host's own 504).
 
 Error handling: a client that sends a body too large (413), malformed chunking (400) or too
 slowly (408) gets our answer if no response started; a response body that breaks mid-way
@@ -46,6 +49,7 @@ from ..lattice.http1 import (
     BodyTooLarge,
     HttpHeaders,
     Request,
+    close_unread,
     fields_from_json,
     fields_to_json,
     keep_alive,
@@ -94,6 +98,9 @@ class Forward:
         self.deadline = asyncio.get_running_loop().time() + provider.timeout
         self.sender: BodySender | None = None
         self.upload: asyncio.Task[None] | None = None
+        self.replied = False
+        """A reply came (the host's answer, or NATS's "no responders"): whoever was going to
+        take the request body has asked for it by now."""
 
     async def run(self, writer: asyncio.StreamWriter) -> bool:
         """Forward the request and write the answer; whether the connection may be reused."""
@@ -102,6 +109,8 @@ class Forward:
             reusable = await self._write(writer, answer)
         finally:
             complete = await self._end_upload()
+        if not complete:  # body bytes left unread: close without resetting the connection
+            await close_unread(self.body.reader, writer)
         return reusable and complete
 
     # -- the request -----------------------------------------------------------------------
@@ -147,11 +156,13 @@ class Forward:
                         return refusal
                     break
             msg = await request
+            self.replied = True
             hdrs = msg.headers or {}
             return Answer(int(hdrs[HttpHeaders.STATUS]),
                           fields_from_json(hdrs.get(HttpHeaders.FIELDS)), msg.data,
                           trailers_of(hdrs), announced(hdrs))
         except NoRespondersError:
+            self.replied = True
             return p.error(503, f"no host runs component {component!r}")
         except (TimeoutError, NatsTimeoutError):
             return p.error(504, f"{component} did not answer within {p.timeout:g}s")
@@ -207,13 +218,15 @@ class Forward:
         upload = self.upload
         if upload is None:
             return True
+        if self.replied and self.sender is not None:
+            self.sender.answered()  # its abort must not wait for a receiver that never comes
         if not upload.done():
             upload.cancel()
         with contextlib.suppress(BaseException):
             await upload
         if self.sender is not None:
             await self.sender.close()
-        return not upload.cancelled() and upload.exception() is None
+        return _sent_whole(upload)
 
     # -- the response ----------------------------------------------------------------------
 
@@ -231,6 +244,13 @@ class Forward:
         streamed = receiver is not None
         chunked = not no_body and (not declared if streamed else bool(answer.trailers))
         keep: bool = keep_alive(req)
+        upload = self.upload
+        if upload is not None and not _sent_whole(upload) and not (
+                streamed and not upload.done()):
+            # An answer before the whole request body was read (408, 413, 400, or the guest
+            # did not read it): the connection closes after it, so the head must say so. A
+            # streamed answer to a running upload (an echo) may still see it finish.
+            keep = False
         if chunked and streamed and req.version == "HTTP/1.0":
             chunked = keep = False  # no chunked framing for 1.0: the close ends the body
         if chunked:
@@ -275,3 +295,8 @@ class Forward:
         finally:
             await receiver.cancel("the client went away")  # no-op once the body ended
             await receiver.close()
+
+
+def _sent_whole(upload: asyncio.Task[None]) -> bool:
+    """Whether an upload sent the whole request body (none of it is left on the connection)."""
+    return upload.done() and not upload.cancelled() and upload.exception() is None

@@ -44,6 +44,7 @@ from ..lattice.http1 import (
     BodyReader,
     BodyTooLarge,
     body_length,
+    close_unread,
     keep_alive,
     parse_head,
     path_of,
@@ -217,7 +218,8 @@ class HttpServerProvider(Provider):
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
         except asyncio.LimitOverrunError:
-            await _send(writer, plain_response(431, "request header section too large\n"))
+            await _refuse(reader, writer,
+                          plain_response(431, "request header section too large\n"))
             return False
         except (asyncio.IncompleteReadError, TimeoutError):
             return False
@@ -234,18 +236,20 @@ class HttpServerProvider(Provider):
             first = await asyncio.wait_for(
                 body.read_upto(self.context.nc.max_payload - INLINE_ROOM), self.timeout)
         except BadRequest as exc:
-            await _send(writer, plain_response(exc.status, f"{exc}\n"))
+            await _refuse(reader, writer, plain_response(exc.status, f"{exc}\n"))
             return False
         except BodyTooLarge as exc:
-            await _send(writer, plain_response(413, f"{exc}\n"))
+            await _refuse(reader, writer, plain_response(413, f"{exc}\n"))
             return False
         except TimeoutError:
-            await _send(writer, plain_response(408, "request body not received in time\n"))
+            await _refuse(reader, writer,
+                          plain_response(408, "request body not received in time\n"))
             return False
         self.stats["requests"] += 1
         route = self.route(path, authority)
         if route is None:
-            await _send(writer, plain_response(404, f"no route for {authority or ''}{path}\n"))
+            answer = plain_response(404, f"no route for {authority or ''}{path}\n")
+            await (_send(writer, answer) if body.done else _refuse(reader, writer, answer))
             return False
         exchange = Forward(self, route, req, route.rewrite(path), authority, body, first)
         return await exchange.run(writer) and keep_alive(req)
@@ -261,3 +265,10 @@ async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(data)
     with contextlib.suppress(ConnectionError):
         await writer.drain()
+
+
+async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  data: bytes) -> None:
+    """An answer given with the request not read to its end (it closes the connection)."""
+    await _send(writer, data)
+    await close_unread(reader, writer)

@@ -7,6 +7,8 @@ Routes (anything else is the app's own 404):
 - ``GET /headers`` — the request's method, path and headers, one per line;
 - ``GET /status/N`` — an empty response with status N;
 - ``GET /size/N`` — N bytes of ``x``, streamed in 64 KiB writes;
+- ``GET /slow?n=3&ms=300`` — ``n`` lines (``line 0`` …), one every ``ms`` milliseconds: the
+  first at once, the body finished after the last (a slow stream, like server-sent events);
 - ``GET /log`` — prints a line to stdout and one to stderr, answers ``logged``;
 - ``GET /trap`` — raises (the component traps); ``GET /spin`` — loops forever;
 - ``GET /hog/N`` — allocates N MiB before answering;
@@ -21,6 +23,7 @@ import sys
 
 from componentize_py_types import Ok
 from wit_world import exports
+from wit_world.imports import monotonic_clock
 from wit_world.imports.streams import InputStream, OutputStream, StreamError_Closed
 from wit_world.imports.types import (
     Fields,
@@ -99,6 +102,18 @@ def _size(n: int):  # type: ignore[no-untyped-def]
         n -= len(block)
 
 
+def _slow(n: int, ms: int):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        if i:
+            with monotonic_clock.subscribe_duration(ms * 1_000_000) as pollable:
+                pollable.block()
+        yield f"line {i}\n".encode()
+
+
+def _query(query: str) -> dict[str, str]:
+    return dict(p.partition("=")[::2] for p in query.split("&") if p)
+
+
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
         method = _method(request)
@@ -126,6 +141,10 @@ class IncomingHandler(exports.IncomingHandler):
         elif route.startswith("/size/"):
             n = int(route[6:])
             _respond(response_out, 200, [("content-length", str(n).encode())], _size(n))
+        elif route == "/slow":
+            args = _query(query)
+            _respond(response_out, 200, text,
+                     _slow(int(args.get("n", "3")), int(args.get("ms", "300"))))
         elif route == "/log":
             print("hello on stdout", flush=True)
             print("hello on stderr", file=sys.stderr, flush=True)

@@ -265,28 +265,38 @@ class HttpLattice:
             return await self._reply(
                 msg, 503, *_plain(f"{component_id} does not run on this host any more"))
         request_body = Pipe(Exchange(None, None))
-        if control is not None:  # the body follows as a stream: ask for it, with credit
-            receiver = BodyReceiver(self.host.nc, control, loop_deadline)
-            await receiver.open()
-            feeder = asyncio.create_task(_feed_stream(request_body, receiver))
-        else:
-            feeder = asyncio.create_task(_feed(request_body, msg.data, req_trailers))
-        ex = proxy.start(method, path, fields, request_body,
-                         scheme=hdrs.get(HttpHeaders.SCHEME, "http"),
-                         authority=hdrs.get(HttpHeaders.AUTHORITY))
+        feeder: asyncio.Task[None] | None = None
         try:
-            await self._respond(component_id, msg, ex, loop_deadline)
+            if control is not None:  # the body follows as a stream: ask for it, with credit
+                receiver = BodyReceiver(self.host.nc, control, loop_deadline)
+                try:
+                    await receiver.open()
+                except Exception as exc:  # e.g. a control inbox that is no subject
+                    await receiver.close()  # (open dropped it already; close is idempotent)
+                    return await self._reply(
+                        msg, 400, *_plain(f"unreadable request body stream: {exc!r}"))
+                feeder = asyncio.create_task(_feed_stream(request_body, receiver))
+            else:
+                feeder = asyncio.create_task(_feed(request_body, msg.data, req_trailers))
+            ex = proxy.start(method, path, fields, request_body,
+                             scheme=hdrs.get(HttpHeaders.SCHEME, "http"),
+                             authority=hdrs.get(HttpHeaders.AUTHORITY))
+            try:
+                await self._respond(component_id, msg, ex, loop_deadline)
+            finally:
+                ex.release()
         finally:
-            ex.release()
-            if not feeder.done():
-                feeder.cancel()
-            with contextlib.suppress(BaseException):
-                await feeder
+            if feeder is not None:
+                if not feeder.done():
+                    feeder.cancel()
+                with contextlib.suppress(BaseException):
+                    await feeder
 
     async def _respond(self, component_id: str, msg: Msg, ex: HttpExchange,
                        deadline: float) -> None:
-        """Wait for the guest's response; send it whole when it is small and done soon,
-        else the head now and the body as a stream while the guest writes it."""
+        """Wait for the guest's response; send it whole when it is small and done soon
+        (within ``HttpExchange.HOLD_TIME`` of being set), else the head now and the body as
+        a stream while the guest writes it."""
         call = ex.call
         assert call is not None
         await asyncio.wait((ex.response, call), return_when=asyncio.FIRST_COMPLETED)
@@ -302,7 +312,10 @@ class HttpLattice:
         inline = min(self.host.nc.max_payload - INLINE_ROOM, pipe.limit - 1)
         hold = asyncio.ensure_future(pipe.wait_async(
             lambda: pipe.eof or pipe.error is not None or pipe.size > inline))
-        await asyncio.wait((hold, call), return_when=asyncio.FIRST_COMPLETED)
+        # Not past the response's hold time: a slow stream's head goes out, and the body
+        # follows as the guest writes it.
+        await asyncio.wait((hold, call), timeout=max(0.0, resp.hold_until - time.monotonic()),
+                           return_when=asyncio.FIRST_COMPLETED)
         hold.cancel()
         if pipe.error is not None and not pipe.size:  # failed before any byte: answer for it
             with contextlib.suppress(BaseException):

@@ -32,6 +32,9 @@ class Response:
     status: int
     headers: list[tuple[str, bytes]]
     body: Pipe
+    hold_until: float = 0.0
+    """``time.monotonic()`` until which a consumer may hold the head back for more of the body
+    (to send it whole or with a length); past it, the head and what is buffered go out."""
 
 
 class ResponseError(Exception):
@@ -46,11 +49,19 @@ class HttpExchange(Exchange):
     """One request in flight: the guest's call and the response it sets.
 
     ``response`` resolves once the response is set *and* its body has ``HOLD`` bytes, is
-    finished or failed — or the call ended. Both consumers (``server.py``, ``lattice.py``)
-    look at the body only then, so the loop is woken once for the head, not at every step
-    of a small response (each wake-up costs the guest's thread a GIL hand-off)."""
+    finished or failed — or the call ended, or ``HOLD_TIME`` passed since it was set. Both
+    consumers (``server.py``, ``lattice.py``) look at the body only then, so the loop is woken
+    once for the head, not at every step of a small response (each wake-up costs the guest's
+    thread a GIL hand-off); and a body streamed slowly (server-sent events, a long poll) does
+    not keep its head and first bytes from the client.
+
+    The time limit is a loop timer armed when the request starts (``arm``); if it fires
+    before the guest set its response, the guest's thread re-arms it when it does, so a
+    quick response costs no extra wake-up."""
 
     HOLD = 64 * 1024
+    HOLD_TIME = 0.1
+    """Seconds at most a set response waits for ``HOLD`` bytes or the end of its body."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> None:
         super().__init__(loop, deadline)
@@ -62,6 +73,39 @@ class HttpExchange(Exchange):
         self._held: Response | None = None
         """A response set but not handed to the loop yet (its body is not far enough)."""
         self._lock = threading.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_idle = False
+        """The hold timer fired before a response was set: ``_on_set`` arms it again."""
+        self.response.add_done_callback(self._disarm)
+
+    def arm(self, delay: float | None = None) -> None:
+        """On the loop: start the hold's time limit (``ProxyComponent.start`` does)."""
+        if not self.response.done() and self.loop is not None:
+            self._timer = self.loop.call_later(self.HOLD_TIME if delay is None else delay,
+                                               self._hold_expired)
+
+    def _disarm(self, _fut: asyncio.Future[Response]) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _hold_expired(self) -> None:
+        """On the loop: a response held ``HOLD_TIME`` goes out with its body unfinished."""
+        self._timer = None
+        if self.response.done():
+            return
+        with self._lock:
+            held = self._held
+            if held is None:  # not set yet: the guest's thread re-arms when it sets one
+                self._timer_idle = True
+                return
+            left = held.hold_until - time.monotonic()
+            if left <= 0:
+                self._held = None
+        if left > 0:
+            self.arm(left)
+        else:
+            _settle(self.response, held)
 
     def _call_done(self, _task: asyncio.Task[Any]) -> None:
         """The guest returned (or failed): a body it did not finish never will be."""
@@ -96,10 +140,14 @@ class HttpExchange(Exchange):
                 assert body is not None
                 body.pipe.finish()
             self.body = body.pipe
-            result: Any = Response(resp.status, resp.headers().entries(), body.pipe)
+            result: Any = Response(resp.status, resp.headers().entries(), body.pipe,
+                                   time.monotonic() + self.HOLD_TIME)
             with self._lock:
                 self._held = result
+                rearm, self._timer_idle = self._timer_idle, False
             if body.pipe.call_when_held(self.HOLD, self._publish):
+                if rearm and not loop.is_closed():  # set late: give the hold its time limit
+                    loop.call_soon_threadsafe(self.arm, self.HOLD_TIME)
                 return
             if self._take_held() is None:
                 return  # the call ended meanwhile and handed it over
@@ -184,4 +232,5 @@ class ProxyComponent:
         ex.call = loop.create_task(self.component.invoke(self.function, *args,
                                                          timeout=self.timeout))
         ex.call.add_done_callback(ex._call_done)
+        ex.arm()
         return ex

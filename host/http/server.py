@@ -7,9 +7,10 @@ ways through bounded pipes. Failures: a trap → 500 with an error id in the log
 serving: a trap only costs its Store), the deadline → 504, no free instance in time → 503.
 
 Response framing: the guest's own ``content-length`` if it set one; else, when the whole body
-is there by the time the head goes out (it waits for up to ``HEAD_HOLD`` bytes, or the end),
-a computed ``content-length``; else (or when the guest sent trailers) chunked, with the
-guest's trailers.
+is there by the time the head goes out (it waits for up to ``HEAD_HOLD`` bytes or the end, but
+no longer than ``HttpExchange.HOLD_TIME`` after the guest set its response, so a slowly
+streamed body starts at once), a computed ``content-length``; else (or when the guest sent
+trailers) chunked, with the guest's trailers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -26,8 +28,11 @@ from ...lattice.http1 import (
     BadRequest,
     Request,
     body_length,
+    chunk_size,
     parse_head,
     path_of,
+    read_line,
+    read_trailers,
     serve_connection,
 )
 from ...lattice.http1 import status_line as _status_line
@@ -149,14 +154,13 @@ class HttpServer:
             pipe.fail(exc)
             if not isinstance(exc, BodyTooLarge) and not pipe.consumer_gone:
                 raise
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, BadRequest) as exc:
             pipe.fail(PipeClosed(f"request body: {exc}"))
 
     async def _feed_chunked(self, reader: asyncio.StreamReader, pipe: Pipe) -> None:
         total = 0
         while True:
-            line = await reader.readuntil(b"\r\n")
-            size = int(line.split(b";", 1)[0].strip(), 16)
+            size = chunk_size(await read_line(reader))
             if size == 0:
                 break
             total += size
@@ -170,12 +174,8 @@ class HttpServer:
                 left -= len(data)
                 await pipe.write_async(data)
             if await reader.readexactly(2) != b"\r\n":
-                raise ValueError("malformed chunk")
-        trailers = []
-        while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-            name, _, value = line[:-2].partition(b":")
-            trailers.append((name.decode("latin-1").strip().lower(), value.strip()))
-        pipe.finish(trailers or None)
+                raise BadRequest(400, "malformed chunk")
+        pipe.finish(await read_trailers(reader))  # bounded, as the header section is
 
     # -- response ------------------------------------------------------------------------
 
@@ -212,6 +212,7 @@ class HttpServer:
     async def _send(self, writer: asyncio.StreamWriter, req: Request, resp: Response,
                     ex: HttpExchange, request_body: Pipe) -> bool:
         pipe = resp.body
+        assert ex.call is not None
         headers = list(resp.headers)
         no_body = req.method == "HEAD" or resp.status in (204, 304) or resp.status < 200
         declared = any(k == "content-length" for k, _ in headers)
@@ -222,8 +223,9 @@ class HttpServer:
 
             if not held():  # (``HttpExchange`` usually hands the response over only then)
                 hold = asyncio.ensure_future(pipe.wait_async(held))
-                assert ex.call is not None
-                await asyncio.wait((hold, ex.call), return_when=asyncio.FIRST_COMPLETED)
+                # A slow stream's head goes out at the hold time, chunked.
+                await asyncio.wait((hold, ex.call), return_when=asyncio.FIRST_COMPLETED,
+                                   timeout=max(0.0, resp.hold_until - time.monotonic()))
                 hold.cancel()
             if pipe.eof and not pipe.trailers:  # trailers need chunked framing to go out
                 headers.append(("content-length", str(pipe.size).encode()))

@@ -1,6 +1,7 @@
 """lattice/bodies.py on a real nats-server: a streamed body arrives whole and in order, the
 sender never runs ahead of the receiver's credit, and every failure is a typed error within
-the deadline (no receiver, an abort, a cancel, a lost message), with no subscription left."""
+the deadline (no receiver, an abort, a cancel, a lost message), with no subscription left
+(even when opening fails), and an abort after the exchange was answered does not wait."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.errors import BadSubjectError
 from trellis.lattice.bodies import (
+    ABORT_GRACE,
     BodyReceiver,
     BodySender,
     StreamAborted,
@@ -117,3 +120,48 @@ async def test_a_lost_message_is_detected(nc: Client) -> None:
     await nc.publish(inbox, b"late", headers={StreamHeaders.SEQ: "5"})
     with pytest.raises(StreamBroken, match="expected message 1"):
         await receiver.read()
+
+
+async def test_a_failed_open_leaves_no_subscription(nc: Client) -> None:
+    # The grant cannot go out (the announced control inbox is no subject) after the data
+    # inbox was subscribed: open drops that subscription before the error propagates.
+    receiver = BodyReceiver(nc, "not a subject", _deadline(5))
+    with pytest.raises(BadSubjectError):
+        await receiver.open()
+    assert not nc._subs  # type: ignore[attr-defined]
+    await receiver.close()  # idempotent
+
+
+async def test_an_answered_exchange_aborts_without_waiting_for_a_receiver(nc: Client) -> None:
+    loop = asyncio.get_running_loop()
+    sender = BodySender(nc, _deadline(10))
+    await sender.open()
+    sender.answered()  # nobody took the body, and nobody will
+    started = loop.time()
+    await asyncio.wait_for(sender.abort("the exchange is over"), 5)
+    assert loop.time() - started < ABORT_GRACE / 2
+    await sender.close()
+
+    sender = BodySender(nc, _deadline(10))  # an abort already waiting is woken by it
+    await sender.open()
+    started = loop.time()
+    waiting = asyncio.create_task(sender.abort("the client went away"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    sender.answered()
+    await asyncio.wait_for(waiting, 5)
+    assert loop.time() - started < ABORT_GRACE / 2
+    await sender.close()
+
+    sender = BodySender(nc, _deadline(10))  # a receiver that asked still hears of it
+    receiver = BodyReceiver(nc, await sender.open(), _deadline(10))
+    await receiver.open()
+    await sender.send(b"part")
+    sender.answered()
+    await sender.abort("cut")
+    assert await receiver.read() == b"part"
+    with pytest.raises(StreamAborted, match="cut"):
+        await receiver.read()
+    await sender.close()
+    await receiver.close()
+    assert not nc._subs  # type: ignore[attr-defined]
