@@ -248,7 +248,9 @@ class RpcServer:
             await asyncio.sleep(0.01)
         held = [item for item in self._backlog if item[0] is served]
         if held:  # never started in time: say so rather than run them on a stopped component
-            self._backlog = collections.deque(i for i in self._backlog if i[0] is not served)
+            keep = [item for item in self._backlog if item[0] is not served]
+            self._backlog.clear()  # in place: the subscription handlers hold this deque
+            self._backlog.extend(keep)
             self._refuse(held, KIND_STOPPED, f"component {component_id} stopped on host "
                                              f"{self.host_id} before the call started")
         return served
@@ -285,7 +287,8 @@ class RpcServer:
         if self._feeder is not None:
             self._feeder.cancel()
         running = set(self._tasks)
-        held, self._backlog = list(self._backlog), collections.deque()
+        held = list(self._backlog)
+        self._backlog.clear()
         replies = self._refuse(held, KIND_STOPPED,
                                f"host {self.host_id} stopped before the call started")
         for task in running:

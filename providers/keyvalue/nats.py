@@ -35,7 +35,7 @@ import nats
 import nats.errors
 import nats.js.errors as jse
 from nats.aio.client import Client
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from ..sdk import Link, Provider, ProviderContext, ProviderError
 from .common import (
@@ -57,6 +57,8 @@ from .common import (
 INCREMENT_ATTEMPTS = 100
 """Read-modify-write rounds ``increment`` tries before reporting contention."""
 
+LIST_QUIET = 2.0
+"""Seconds without a message after which listing keys stops waiting for the stream's last."""
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _STREAM_NOT_FOUND = 10059
 """JetStream API error code: the bucket's stream does not exist."""
@@ -117,12 +119,39 @@ class NatsBucket(Bucket):
         await self._checked(self._kv.delete(key))
 
     async def _list(self, cursor: int) -> tuple[list[str], int | None]:
-        try:
-            keys = sorted(await self._checked(self._kv.keys()))
-        except jse.NoKeysError:
-            keys = []
+        keys = sorted(await self._checked(self._keys()))
         end = cursor + self.page_size
         return keys[cursor:end], (end if end < len(keys) else None)
+
+    async def _keys(self) -> list[str]:
+        """Every live key. nats-py's ``KeyValue.keys()`` stops at the first message whose
+        metadata says nothing more is pending, which its ordered consumer can report early
+        (seen under load: 3 keys of 10). This reads up to the stream's last message instead:
+        that one always comes (it is the last of its subject); the caller's deadline bounds it,
+        and a quiet spell of ``LIST_QUIET`` seconds ends it too (the last message expired)."""
+        state = (await self._kv.status()).stream_info.state
+        if not state.messages:
+            return []
+        last = state.last_seq
+        live: set[str] = set()
+        watcher = await self._kv.watchall(meta_only=True)
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=LIST_QUIET)  # type: ignore[no-untyped-call]
+                except nats.errors.TimeoutError:
+                    break
+                if entry is None:  # nats-py's own end marker: not trusted (see above)
+                    continue
+                if entry.operation in (KV_DEL, KV_PURGE):
+                    live.discard(entry.key)
+                else:
+                    live.add(entry.key)
+                if (entry.revision or 0) >= last:
+                    break
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return list(live)
 
     async def _increment(self, key: str, delta: int) -> int:
         for _ in range(INCREMENT_ATTEMPTS):

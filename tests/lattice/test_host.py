@@ -496,3 +496,24 @@ async def test_stop_answers_requests_still_waiting_to_start(hosts: Hosts, lc: La
     for outcome in await asyncio.gather(*calls, return_exceptions=True):
         assert isinstance(outcome, RemoteInvocationError) and outcome.kind == "stopped"
     assert time.monotonic() - started < 3  # answered, not left to their 20 s deadline
+
+
+async def test_stopping_a_component_answers_its_requests_still_waiting(
+        hosts: Hosts, lc: LatticeClient, tmp_path: Path) -> None:
+    host = await hosts.start("xi", stop_timeout=0.3)
+    host.rpc.max_in_flight = 1
+    await lc.start_component(write(tmp_path, "nap.wat", NAP), "nap", host_id="xi")
+    running = asyncio.create_task(lc.call("nap", "nap", 1000, timeout=20))
+    while host.rpc.in_flight < 1:
+        await asyncio.sleep(0.01)
+    held = [asyncio.create_task(lc.call("nap", "nap", 1, timeout=20)) for _ in range(2)]
+    while len(host.rpc._backlog) < 2:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await lc.stop_component("nap", host_id="xi", timeout=10)
+    for outcome in await asyncio.gather(*held, return_exceptions=True):
+        assert isinstance(outcome, RemoteInvocationError) and outcome.kind == "stopped"
+        assert "before the call started" in str(outcome)
+    assert time.monotonic() - started < 5
+    await asyncio.gather(running, return_exceptions=True)  # ran on, or stopped: either is fine
+    assert not host.rpc._backlog
