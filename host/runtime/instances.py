@@ -558,10 +558,11 @@ class InstanceManager:
     # -- async calls (event-loop thread first) -------------------------------------------------
 
     def quick(self, fn: ExportedFunction) -> bool:
-        """Whether ``fn``'s recent inline calls all finished in their first poll, and a warm
+        """Whether ``fn``'s recent inline calls (if any: a function not yet called is taken
+        for quick, as ``start_inline`` takes it) all finished in their first poll, and a warm
         instance is idle to run the next one inline."""
         history = self._history.get(fn.key)
-        return (history is not None and history.backoff == 0 and bool(self._idle)
+        return ((history is None or history.backoff == 0) and bool(self._idle)
                 and self.policy.inline)
 
     def start_inline(self, fn: ExportedFunction, args: Sequence[Any], lim: Limits,

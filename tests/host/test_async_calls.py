@@ -36,6 +36,14 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
         yield r
 
 
+@pytest.fixture
+def slow_ticks(tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime whose epoch ticks once a second: an OS preemption during a quick call (under a
+    loaded machine) is not taken for a slow function, so only the budget decides."""
+    with Runtime(cache_dir=tmp_path, engine=EngineConfig(epoch_tick=1.0)) as r:
+        yield r
+
+
 def workers(rt: Runtime) -> int:
     """Worker threads the runtime ever started."""
     return rt._workers._threads
@@ -81,7 +89,9 @@ async def settled(comp: Component, timeout: float = 2.0) -> None:
     assert comp.instances.capacity.in_use == 0
 
 
-async def test_quick_calls_finish_inline_without_a_worker(rt: Runtime, calc_wat: str) -> None:
+async def test_quick_calls_finish_inline_without_a_worker(slow_ticks: Runtime, calc_wat: str
+                                                         ) -> None:
+    rt = slow_ticks  # an OS preemption during a call is not taken for a slow function
     limits = rt.load(LIMITS.encode(), name="limits", config=pooled())
     calc = rt.load(calc_wat.encode(), name="calc", config=pooled())
     limits.call("add", 0, 0)  # a warm instance in each pool
@@ -261,14 +271,6 @@ async def test_sync_calls_on_a_store_that_ran_async_calls(rt: Runtime) -> None:
         comp.call("spin", timeout=0.1)  # the deadline still holds for sync calls
     assert 0.09 <= time.monotonic() - started < 0.5
     assert await comp.invoke("add", 1, 1) == 2
-
-
-@pytest.fixture
-def slow_ticks(tmp_path: Path) -> Iterator[Runtime]:
-    """A runtime whose epoch ticks once a second: an OS preemption during a quick call (under a
-    loaded machine) is not taken for a slow function, so only the budget decides."""
-    with Runtime(cache_dir=tmp_path, engine=EngineConfig(epoch_tick=1.0)) as r:
-        yield r
 
 
 async def test_inline_budget_lets_the_loop_run(slow_ticks: Runtime) -> None:
