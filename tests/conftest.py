@@ -102,6 +102,8 @@ def cli_app_wasm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathF
 # Self-contained block; the imports sit here so the block can be read (and moved) on its own.
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
 
+import nats  # noqa: E402
+import nats.aio.client  # noqa: E402
 import pytest_asyncio  # noqa: E402
 from _nats import NatsServers, add_nats_options, unique_lattice  # noqa: E402
 from trellis.lattice.nats_server import NatsServer, start_cluster, stop_all  # noqa: E402
@@ -128,6 +130,16 @@ def nats_url(request: pytest.FixtureRequest) -> str:
     """``--nats-url`` when given, else the session server's URL."""
     url: str | None = request.config.getoption("nats_url")
     return url or request.getfixturevalue("nats_server").url
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[nats.aio.client.Client]:
+    """A plain nats-py connection to the test's server, closed afterwards."""
+    client = await nats.connect(nats_url)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.fixture

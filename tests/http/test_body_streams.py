@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.errors import BadSubjectError
@@ -23,15 +21,6 @@ from trellis.lattice.bodies import (
     StreamHeaders,
     StreamTimeout,
 )
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def _deadline(seconds: float) -> float:

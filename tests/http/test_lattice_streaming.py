@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 from _client import request
 from test_lattice_http import http_link, until
-from test_memory import BLOCK, MB, PEAK_LIMIT, SIZE, _pattern, _Reader, _status
+from test_memory import BLOCK, MB, PEAK_LIMIT, _free_port, _pattern, _status, up_and_down
 from trellis.host.host import Host
 from trellis.host.runtime.cache import default_cache_dir
 from trellis.lattice.client import LatticeClient
@@ -32,12 +30,6 @@ from _lattice import Hosts  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TRELLIS = [sys.executable, "-m", "trellis.host.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -90,46 +82,11 @@ async def split(nats_url: str, lattice: str, tmp_path: Path,
                 proc.wait()
 
 
-def _up_and_down(port: int) -> None:
-    """50 MB up (chunked, generated on the fly) echoed back while it is still being sent,
-    then 50 MB down; every byte checked."""
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-        reader = _Reader(sock)
-        sent = hashlib.sha256()
-        failure: list[BaseException] = []
-
-        def upload() -> None:
-            try:
-                sock.sendall(b"POST /hello/echo HTTP/1.1\r\nhost: test\r\n"
-                             b"content-type: application/octet-stream\r\n"
-                             b"transfer-encoding: chunked\r\n\r\n")
-                for i in range(SIZE // BLOCK):
-                    block = _pattern(i)
-                    sent.update(block)
-                    sock.sendall(b"%x\r\n%b\r\n" % (len(block), block))
-                sock.sendall(b"0\r\n\r\n")
-            except BaseException as exc:  # reported by the main thread
-                failure.append(exc)
-
-        writer = threading.Thread(target=upload)
-        writer.start()
-        status, headers, n, digest = reader.reply()
-        writer.join(120)
-        assert not failure, failure
-        assert headers.get("transfer-encoding") == "chunked"  # streamed, not buffered
-        assert (status, n, digest) == (200, SIZE, sent.hexdigest())
-
-        sock.sendall(f"GET /hello/size/{SIZE} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
-        status, headers, n, digest = reader.reply()
-        assert (status, n, headers.get("content-length")) == (200, SIZE, str(SIZE))
-        assert digest == hashlib.sha256(b"x" * SIZE).hexdigest()
-
-
 @pytest.mark.timeout(600)
 async def test_50mb_up_and_down_through_the_lattice_with_bounded_memory(split: Split) -> None:
     before = {h: _status(pid)["VmRSS"] for h, pid in split.pids.items()}
     started = time.monotonic()
-    await asyncio.to_thread(_up_and_down, split.port)
+    await asyncio.to_thread(up_and_down, split.port, "/hello", streamed_echo=True)
     took = time.monotonic() - started
     peaks = {h: _status(pid)["VmHWM"] for h, pid in split.pids.items()}
     report = ", ".join(f"host {h}: {before[h] / MB:.0f} MB before, peak {peaks[h] / MB:.0f} MB"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,18 +117,20 @@ def _pattern(i: int) -> bytes:
     return bytes([i % 251]) * BLOCK
 
 
-@pytest.mark.timeout(300)
-def test_50mb_up_and_down_with_bounded_server_memory(server: tuple[int, int]) -> None:
-    port, pid = server
+def up_and_down(port: int, prefix: str = "", *, streamed_echo: bool = False,
+                after_upload: Callable[[], None] = lambda: None) -> None:
+    """50 MB up to ``{prefix}/echo`` (chunked, generated on the fly: never 50 MB in one place),
+    echoed back while it is still being sent, then 50 MB down from ``{prefix}/size/N``; every
+    byte checked. ``streamed_echo``: the echo must come back chunked (not buffered)."""
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
         reader = _Reader(sock)
         sent = hashlib.sha256()
         failure: list[BaseException] = []
 
-        def upload() -> None:  # generated on the fly, chunked: never 50 MB in one place
+        def upload() -> None:
             try:
-                sock.sendall(b"POST /echo HTTP/1.1\r\nhost: test\r\n"
-                             b"content-type: application/octet-stream\r\n"
+                sock.sendall(f"POST {prefix}/echo HTTP/1.1\r\nhost: test\r\n".encode()
+                             + b"content-type: application/octet-stream\r\n"
                              b"transfer-encoding: chunked\r\n\r\n")
                 for i in range(SIZE // BLOCK):
                     block = _pattern(i)
@@ -140,19 +142,28 @@ def test_50mb_up_and_down_with_bounded_server_memory(server: tuple[int, int]) ->
 
         writer = threading.Thread(target=upload)
         writer.start()
-        status, _, n, digest = reader.reply()  # the echo streams back while we still send
+        status, headers, n, digest = reader.reply()
         writer.join(120)
         assert not failure, failure
+        if streamed_echo:
+            assert headers.get("transfer-encoding") == "chunked"
         assert (status, n, digest) == (200, SIZE, sent.hexdigest())
-        after_up = _status(pid)
+        after_upload()
 
-        sock.sendall(f"GET /size/{SIZE} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
+        sock.sendall(f"GET {prefix}/size/{SIZE} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
         status, headers, n, digest = reader.reply()
         assert (status, n, headers.get("content-length")) == (200, SIZE, str(SIZE))
         assert digest == hashlib.sha256(b"x" * SIZE).hexdigest()
+
+
+@pytest.mark.timeout(300)
+def test_50mb_up_and_down_with_bounded_server_memory(server: tuple[int, int]) -> None:
+    port, pid = server
+    after_up: list[dict[str, int]] = []
+    up_and_down(port, after_upload=lambda: after_up.append(_status(pid)))
     peak = _status(pid)["VmHWM"]
     assert peak < PEAK_LIMIT, (f"server peak RSS {peak / MB:.0f} MB (after the upload "
-                               f"{after_up['VmHWM'] / MB:.0f} MB)")
+                               f"{after_up[0]['VmHWM'] / MB:.0f} MB)")
 
 
 async def test_a_client_gone_mid_body_frees_its_instance_at_once(

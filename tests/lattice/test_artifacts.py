@@ -36,15 +36,6 @@ BIG = 20 * 1024 * 1024
 
 
 @pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
 async def store(nc: Client, lattice: str) -> AsyncIterator[ArtifactStore]:
     yield ArtifactStore(nc.jetstream(), lattice)
     await drop_bucket(nc, lattice)

@@ -4,9 +4,7 @@ bucket deleted behind its back is reported clearly, then looked up again on the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client
 from trellis.lattice.wit.values import Case, Err, Ok
@@ -15,15 +13,6 @@ from trellis.providers.sdk import Link, ProviderContext
 
 LINK = Link(source="test-component", target="kv", namespace="wasi", package="keyvalue",
             interfaces=("store",))
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def _provider(nc: Client, **config: str) -> NatsKeyValue:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -68,15 +67,6 @@ def messaging_app_wasm() -> Path:
 def base() -> str:
     """A subject prefix of this test's own."""
     return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @dataclass
