@@ -42,11 +42,3 @@ class GuestOutput:
         for line in lines:
             self.log.log(self.level, "%s", line.rstrip(b"\r").decode("utf-8", "replace"),
                          extra=extra)
-
-    def flush(self) -> None:
-        """Log an unterminated last line, if any."""
-        with self._lock:
-            rest, self._partial = self._partial, b""
-        if rest:
-            self.log.log(self.level, "%s", rest.decode("utf-8", "replace"),
-                         extra={"component": self.component_id, "stream": self.stream})
