@@ -11,6 +11,7 @@ from .invocation import InvocationChain as InvocationChain
 from .invocation import LimitsInterceptor as LimitsInterceptor
 from .invocation import TelemetryInterceptor as TelemetryInterceptor
 from .runtime.engine import EngineConfig as EngineConfig
+from .runtime.engine import PoolConfig as PoolConfig
 from .runtime.imports import HostImports as HostImports
 from .runtime.instances import InstancePolicy as InstancePolicy
 from .runtime.instances import Limits as Limits
@@ -32,6 +33,7 @@ __all__ = [
     "InvocationChain",
     "Limits",
     "LimitsInterceptor",
+    "PoolConfig",
     "Runtime",
     "TelemetryInterceptor",
     "WasiOptions",

@@ -12,9 +12,11 @@ from typing import Any
 import click
 
 from ..lattice.errors import TrellisError
+from .cli_lattice import pool_options
 from .http.outgoing import parse_rule
 from .http.serve import DEFAULT_ADDR, ServeOptions, Serving, serve_forever, split_addr
 from .http.spin import kv_provider, variables_from_env
+from .runtime.engine import PoolConfig
 from .runtime.instances import WasiOptions
 
 
@@ -101,12 +103,14 @@ def _outbound(ctx: click.Context, param: click.Parameter,
                    "between bytes (a component may ask for less).")
 @click.option("--quiet", is_flag=True, envvar="TRELLIS_SERVE_QUIET", show_envvar=True,
               help="Discard the guest's stdout and stderr (default: passed through).")
+@pool_options
 @click.pass_context
 @_guarded
 def serve(ctx: click.Context, file: Path, addr: str, pooled: bool, max_concurrency: int,
           timeout: float, max_memory: int | None, max_body: int, envs: tuple[str, ...],
           kv: str, variables: tuple[str, ...], allow_outbound: tuple[str, ...],
-          outbound_timeout: float, quiet: bool) -> None:
+          outbound_timeout: float, quiet: bool, pool_instances: int,
+          pool_keep_resident: int) -> None:
     """Serve FILE, a wasi:http/proxy component, over HTTP until interrupted.
 
     \b
@@ -137,6 +141,7 @@ def serve(ctx: click.Context, file: Path, addr: str, pooled: bool, max_concurren
         wasi=WasiOptions(env=tuple(env), stdout=out, stderr=out),
         cache_dir=ctx.obj["cache_dir"], kv=kv, variables=tuple(sorted(values.items())),
         allow_outbound=allow_outbound, outbound_timeout=outbound_timeout,
+        pool=PoolConfig(pool_instances, pool_keep_resident * 2**20) if pool_instances else None,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _progress(f"loading {file}…")

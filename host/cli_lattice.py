@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import click
 
 from ..lattice.errors import LatticeError, TrellisError
+from .runtime.engine import DEFAULT_KEEP_RESIDENT, DEFAULT_POOL_INSTANCES, MiB
 
 NATS_URL_OPT = click.option(
     "--nats-url", envvar="TRELLIS_NATS_URL", show_envvar=True,
@@ -30,6 +31,23 @@ TIMEOUT_OPT = click.option(
     "--timeout", type=float, envvar="TRELLIS_TIMEOUT", show_envvar=True, default=5.0,
     show_default=True, help="Deadline for the request, seconds.")
 JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def pool_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--pool-instances / --pool-keep-resident: the daemons' instance pool (``PoolConfig``)."""
+    fn = click.option(
+        "--pool-keep-resident", "pool_keep_resident", type=click.IntRange(0, 4096),
+        default=DEFAULT_KEEP_RESIDENT // MiB,
+        show_default=True, envvar="TRELLIS_POOL_KEEP_RESIDENT", show_envvar=True,
+        metavar="MIB", help="Memory a pooled instance slot keeps mapped for the next instance: "
+        "fresh instances skip page faults, at the cost of resident memory.")(fn)
+    return click.option(
+        "--pool-instances", "pool_instances", type=click.IntRange(0, 100_000),
+        default=DEFAULT_POOL_INSTANCES,
+        show_default=True, envvar="TRELLIS_POOL_INSTANCES", show_envvar=True, metavar="N",
+        help="Component instances held at once by the pooling allocator (all components "
+        "together; past it a call fails as over capacity). 0: allocate each on demand "
+        "(slower fresh instances, no address space reserved up front).")(fn)
 
 
 def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
@@ -69,9 +87,10 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
               help="Stable host id (default: generated once and kept in the cache dir).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="Placement label (repeatable); also TRELLIS_LABELS=k=v,k2=v2.")
+@pool_options
 @click.pass_context
 def host(ctx: click.Context, nats_url: str, lattice: str, host_id: str | None,
-         labels: tuple[str, ...]) -> None:
+         labels: tuple[str, ...], pool_instances: int, pool_keep_resident: int) -> None:
     """Run a host daemon that joins the lattice (or use a subcommand).
 
     Stops gracefully on SIGINT/SIGTERM or `trellis host stop`, draining in-flight invocations.
@@ -85,7 +104,9 @@ def host(ctx: click.Context, nats_url: str, lattice: str, host_id: str | None,
 
     config = HostConfig.from_env(nats_url=nats_url, lattice=lattice, host_id=host_id,
                                  labels=_labels(labels) or None,
-                                 cache_dir=(ctx.obj or {}).get("cache_dir"))
+                                 cache_dir=(ctx.obj or {}).get("cache_dir"),
+                                 pool_instances=pool_instances,
+                                 pool_keep_resident_mib=pool_keep_resident)
     telemetry = configure_from_env()  # OTLP when the standard OTEL_* variables ask for it
     try:
         _run(lambda: run_host(config))
@@ -406,10 +427,11 @@ def _listening(url: str) -> bool:
 @click.option("--route", "routes", multiple=True, metavar="ID=/PREFIX",
               help="Route requests under /PREFIX to component ID (repeatable; needs --http). "
               "The component sees the path below the prefix; / routes everything.")
+@pool_options
 @click.pass_context
 def up(ctx: click.Context, nats_url: str | None, lattice: str, nats_port: int,
        starts: tuple[str, ...], labels: tuple[str, ...], http_addr: str | None,
-       routes: tuple[str, ...]) -> None:
+       routes: tuple[str, ...], pool_instances: int, pool_keep_resident: int) -> None:
     """Start a lattice on this machine in one command: NATS (embedded or joined) and a host.
 
     Prints the NATS URL and the lattice name (and the HTTP address with --http); Ctrl-C stops
@@ -429,7 +451,8 @@ def up(ctx: click.Context, nats_url: str | None, lattice: str, nats_port: int,
     telemetry = configure_from_env()
     try:
         _run(lambda: _up(nats_url, lattice, nats_port, wanted, _labels(labels), cache_dir,
-                         http))
+                         http, {"pool_instances": pool_instances,
+                                "pool_keep_resident_mib": pool_keep_resident}))
     finally:
         telemetry.shutdown()
 
@@ -486,8 +509,8 @@ async def _up_http(h: Any, lc: Any, addr: str, routes: list[tuple[str, str]]) ->
 
 async def _up(nats_url: str | None, lattice: str, nats_port: int,
               wanted: list[tuple[str, Path]], labels: dict[str, str],
-              cache_dir: Path | None, http: tuple[str, list[tuple[str, str]]] | None = None
-              ) -> None:
+              cache_dir: Path | None, http: tuple[str, list[tuple[str, str]]] | None = None,
+              pool: dict[str, int] | None = None) -> None:
     from ..lattice.client import LatticeClient
     from ..lattice.nats_server import NatsServer
     from .config import HostConfig
@@ -504,7 +527,7 @@ async def _up(nats_url: str | None, lattice: str, nats_port: int,
         click.echo(f"joining the NATS already listening at {url}", err=True)
     try:
         config = HostConfig.from_env(nats_url=url, lattice=lattice, labels=labels or None,
-                                     cache_dir=cache_dir)
+                                     cache_dir=cache_dir, **(pool or {}))
         async with Host(config) as h:
             click.echo(f"NATS:    {url}")
             click.echo(f"lattice: {lattice}")

@@ -31,6 +31,7 @@ from ..lattice.connection import NatsOptions
 from ..lattice.errors import TrellisError
 from ..lattice.registry import HOSTS_MAX_AGE, MISSED_BEATS
 from ..lattice.subjects import check_token
+from .runtime.engine import DEFAULT_KEEP_RESIDENT, DEFAULT_POOL_INSTANCES, MiB, PoolConfig
 
 ENV: dict[str, str] = {
     "nats_url": "TRELLIS_NATS_URL",
@@ -48,6 +49,8 @@ ENV: dict[str, str] = {
     "stop_timeout": "TRELLIS_STOP_TIMEOUT",
     "cache_dir": "TRELLIS_CACHE_DIR",
     "allow_file_load": "TRELLIS_ALLOW_FILE_LOAD",
+    "pool_instances": "TRELLIS_POOL_INSTANCES",
+    "pool_keep_resident_mib": "TRELLIS_POOL_KEEP_RESIDENT",
 }
 LABELS_ENV = "TRELLIS_LABELS"
 LABEL_PREFIX = "TRELLIS_LABEL_"
@@ -92,6 +95,18 @@ class HostConfig(BaseModel):
     """AOT cache, fetched artifacts and generated host ids (default ``~/.cache/trellis``)."""
     allow_file_load: bool = True
     """Whether ``component.scale`` may name a file path on this host (not just ``sha256:``)."""
+    pool_instances: int = Field(default=DEFAULT_POOL_INSTANCES, ge=0, le=100_000)
+    """Component instances the host's pooling allocator holds at once (all components
+    together); 0 allocates each instance on demand instead (``PoolConfig``)."""
+    pool_keep_resident_mib: int = Field(default=DEFAULT_KEEP_RESIDENT // MiB, ge=0, le=4096)
+    """MiB of each pooled memory slot kept mapped between instances (faster fresh instances,
+    more resident memory)."""
+
+    def pool(self) -> PoolConfig | None:
+        """The instance pool these settings ask for (None: on demand)."""
+        if self.pool_instances == 0:
+            return None
+        return PoolConfig(self.pool_instances, self.pool_keep_resident_mib * MiB)
 
     @field_validator("lattice")
     @classmethod

@@ -262,7 +262,7 @@ class Host:
                                  reconnected_cb=self._on_reconnect)
         await self._check_unique_id()
         if self._runtime is None:
-            self._runtime = Runtime(cache_dir=self.config.cache_dir,
+            self._runtime = Runtime(cache_dir=self.config.cache_dir, pool=self.config.pool(),
                                     tracer_provider=self._tracer_provider)
         self._runtime.host_loop.bind(asyncio.get_running_loop())  # providers run here
         self._rpc = RpcServer(self._nc, self.lattice, self.host_id)

@@ -132,6 +132,20 @@ class CapacityTimeout(InvocationError, TimeoutError):
         )
 
 
+class InstancePoolFull(CapacityTimeout):
+    """Every slot of the host's instance pool (wasmtime's pooling allocator) is held by a live
+    instance: a capacity failure like ``CapacityTimeout``, raised at once rather than waited
+    out (slots are shared by all components of the process, not queued for)."""
+
+    def __init__(self, component: str, function: str, detail: str) -> None:
+        self.max_instances, self.waited = 0, 0.0
+        InvocationError.__init__(
+            self, component, function,
+            f"this host's instance pool is full ({detail}): raise --pool-instances "
+            "(TRELLIS_POOL_INSTANCES) or lower components' max_instances",
+        )
+
+
 class HostStoppedError(TrellisError):
     """The runtime or host was closed by its owner; not a failure of the lattice."""
 

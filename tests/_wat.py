@@ -410,3 +410,35 @@ GATED = r"""
   (func (export "run") (param "x" u32) (result u32) (canon lift (core func $i "run")))
 )
 """
+
+# State an instance leaves behind: bump() adds 1 to an i32 the data segment sets to 41 and to
+# a global starting at 0, and returns memory + 1000 * global (1042 from a clean instance);
+# scribble(pages) grows memory by `pages`, sums byte 100 of every page (0 from a clean
+# instance), then sets those bytes to 255. The instance-pool tests: a reused slot must not
+# show what the instance before it wrote.
+STATEFUL = r"""
+(component
+  (core module $m
+    (memory (export "memory") 1)
+    (data (i32.const 16) "\29\00\00\00")
+    (global $g (mut i32) (i32.const 0))
+    (func (export "bump") (result i32)
+      (i32.store (i32.const 16) (i32.add (i32.load (i32.const 16)) (i32.const 1)))
+      (global.set $g (i32.add (global.get $g) (i32.const 1)))
+      (i32.add (i32.load (i32.const 16)) (i32.mul (global.get $g) (i32.const 1000))))
+    (func (export "scribble") (param $pages i32) (result i32) (local $p i32) (local $sum i32)
+      (drop (memory.grow (local.get $pages)))
+      (loop $l
+        (local.set $sum (i32.add (local.get $sum)
+          (i32.load8_u offset=100 (i32.mul (local.get $p) (i32.const 65536)))))
+        (i32.store8 offset=100 (i32.mul (local.get $p) (i32.const 65536)) (i32.const 255))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $p) (memory.size))))
+      (local.get $sum))
+  )
+  (core instance $i (instantiate $m))
+  (func (export "bump") (result u32) (canon lift (core func $i "bump")))
+  (func (export "scribble") (param "pages" u32) (result u32)
+    (canon lift (core func $i "scribble")))
+)
+"""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runtime.engine import EngineConfig
+from ..runtime.engine import EngineConfig, PoolConfig
 from ..runtime.instances import InstancePolicy, Limits, WasiOptions
 from ..runtime.runtime import Component, ComponentConfig, Runtime
 from .imports import wasi_http_imports
@@ -58,6 +58,8 @@ class ServeOptions:
     timeout."""
     outbound_ca: str | Path | None = None
     """Extra CA certificates (PEM) trusted for outgoing https, besides the system's."""
+    pool: PoolConfig | None = field(default_factory=PoolConfig)
+    """wasmtime's pooling allocator (fresh instances reuse warm slots); None: on demand."""
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -73,7 +75,8 @@ class Serving:
     def __init__(self, options: ServeOptions, runtime: Runtime | None = None) -> None:
         self.options = options
         self._own_runtime = runtime is None
-        self.runtime = runtime or Runtime(engine=EngineConfig(), cache_dir=options.cache_dir,
+        self.runtime = runtime or Runtime(engine=EngineConfig(), pool=options.pool,
+                                          cache_dir=options.cache_dir,
                                           max_workers=max(8, options.max_concurrency + 4))
         self.server: HttpServer | None = None
         self.component: Component | None = None

@@ -5,6 +5,14 @@ configuration (the AOT cache keys on ``EngineConfig.fingerprint()``), and one ti
 serves every deadline. Fuel metering doubles the cost of tight loops (measured in
 reference/wasmtime-host-notes.md Q4), so it is an engine option rather than always on.
 
+Daemons (``trellis host``, ``up``, ``serve``) run on wasmtime's pooling allocator
+(``PoolConfig``): instance slots are reserved once and reused, and a slot keeps the memory a
+guest touched mapped between instances. A fresh componentize-py instance then costs no page
+faults for its memory image, which was most of what a fresh-instance request cost over
+``wasmtime serve`` (bench/http.py). The pool reserves address space up front (about 4 GiB
+per memory slot, backed only when used), so every Runtime of a process with the same settings
+shares one pooled Engine, and a pool that would not fit the address space is not made.
+
 A Store that runs async calls gets a ``StoreDeadline``: an epoch-deadline *callback* rather
 than wasmtime's plain epoch trap, so the host decides at each tick whether the running call
 traps (its wall-clock deadline passed), yields (an async call, so the thread polling it gets
@@ -17,7 +25,10 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import math
+import resource
+import sys
 import threading
 import time
 from ctypes import POINTER, c_char_p, c_size_t, c_uint8, c_uint64, c_void_p
@@ -28,6 +39,7 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
+_LOG = logging.getLogger(__name__)
 # Deadlines are measured in epoch ticks; 5 ms keeps the overshoot small while costing
 # a thread wake-up only while calls run (and LINGER_TICKS after the last one).
 DEFAULT_TICK = 0.005
@@ -65,10 +77,93 @@ class EngineConfig:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+MiB = 2**20
+DEFAULT_POOL_INSTANCES = 1000
+"""Component instances alive at once in a pooled process (wasmtime serve's default too)."""
+DEFAULT_KEEP_RESIDENT = 16 * MiB
+"""Bytes of each memory slot kept mapped between instances. A componentize-py hello touches
+about 12 MiB per request: `trellis serve` measured 16, 32 and 64 MiB alike and 8 MiB much
+slower, while 64 MiB kept a host streaming 50 MB through such a guest 50 MB larger."""
+_SLOT_RESERVATION = 4 * 2**30 + 64 * MiB
+"""Address space one memory slot reserves (4 GiB plus guard regions; measured ~4.03 GiB)."""
+MAX_POOL_RESERVATION = 64 * 2**40
+"""Address space all pools of one process may reserve: half of x86-64's 128 TiB. wasmtime
+aborts the process (a Rust panic, not an error) when a pool's reservation fails."""
+_reserved = 0  # what this process's live pools reserve (guarded by _SHARED_LOCK)
+_SHARED: dict[tuple[EngineConfig, PoolConfig], Engine] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """wasmtime's pooling allocator for an engine (not part of the AOT cache key: it changes
+    where instances live, not the compiled code).
+
+    Per component instance the pool holds 20 core instances, 1 memory, 4 tables and 1 async
+    stack (a componentize-py guest uses ~14 core instances, 1 memory, 2 tables). A component
+    needing more than that per instance lowers how many fit. When every slot is held by a live
+    instance, instantiating fails with ``InstancePoolFull`` (a capacity error) at once."""
+
+    instances: int = DEFAULT_POOL_INSTANCES
+    """Component instances alive at once over every Runtime sharing the pool."""
+    keep_resident: int = DEFAULT_KEEP_RESIDENT
+    """Bytes of each memory (and table) slot left mapped between instances: no page faults
+    for what the next instance touches again, at the cost of that memory staying resident."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.instances <= 100_000:
+            raise ValueError("pool instances must be between 1 and 100000")
+        if self.keep_resident < 0:
+            raise ValueError("pool keep_resident must be >= 0 bytes")
+
+    @property
+    def reservation(self) -> int:
+        """Address space the pool reserves up front (never backed until used)."""
+        return self.instances * (_SLOT_RESERVATION + 4 * MiB)  # + an async stack each
+
+    def apply(self, cfg: wasmtime.Config) -> None:
+        n = self.instances
+        p = ffi.wasmtime_pooling_allocation_config_new()
+        try:
+            ffi.wasmtime_pooling_allocation_config_total_component_instances_set(p, n)
+            ffi.wasmtime_pooling_allocation_config_total_core_instances_set(p, 20 * n)
+            ffi.wasmtime_pooling_allocation_config_total_memories_set(p, n)
+            ffi.wasmtime_pooling_allocation_config_total_tables_set(p, 4 * n)
+            ffi.wasmtime_pooling_allocation_config_total_stacks_set(p, n)
+            keep = self.keep_resident
+            ffi.wasmtime_pooling_allocation_config_linear_memory_keep_resident_set(p, keep)
+            ffi.wasmtime_pooling_allocation_config_table_keep_resident_set(p, keep)
+            ffi.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), p)
+        finally:
+            ffi.wasmtime_pooling_allocation_config_delete(p)
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """Whether instantiating failed because every slot of the engine's pool is taken."""
+    return "maximum concurrent limit of" in str(exc)
+
+
+def _pool_refusal(pool: PoolConfig) -> str | None:
+    """Why ``pool`` cannot be reserved in this process (None: it can); call with the lock."""
+    if sys.maxsize <= 2**32:
+        return "a 32-bit process has no room for it"
+    need = pool.reservation
+    if _reserved + need > MAX_POOL_RESERVATION:
+        return (f"it would take this process's pools to {(_reserved + need) / 2**40:.1f} TiB "
+                f"of address space (at most {MAX_POOL_RESERVATION / 2**40:.0f} TiB)")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and need > soft // 2:
+        return (f"the address-space limit (ulimit -v, {soft / 2**30:.0f} GiB) is too small "
+                f"for its {need / 2**40:.1f} TiB reservation")
+    return None
+
+
 class Engine:
     """A configured ``wasmtime.Engine`` plus the ticker that turns seconds into epochs."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(self, config: EngineConfig | None = None,
+                 pool: PoolConfig | None = None) -> None:
+        global _reserved
         self.config = config or EngineConfig()
         cfg = wasmtime.Config()
         cfg.epoch_interruption = True
@@ -77,7 +172,20 @@ class Engine:
         # The component model is on by default in wasmtime 50; say so for older builds.
         cfg.wasm_component_model = True
         cfg.memory_init_cow = self.config.memory_init_cow
+        if pool is not None:
+            with _SHARED_LOCK:
+                refusal = _pool_refusal(pool)
+                if refusal is None:
+                    _reserved += pool.reservation
+            if refusal is not None:
+                _LOG.warning("instances are allocated on demand, not pooled: %s", refusal)
+                pool = None
+            else:
+                pool.apply(cfg)
+        self.pool = pool
+        """The pool this engine allocates instances from (None: on demand)."""
         self.wasmtime = wasmtime.Engine(cfg)
+        self._users = 1
         self._active = 0
         self._ticking = False
         self._lock = threading.Lock()
@@ -105,7 +213,39 @@ class Engine:
         with self._lock:
             self._active -= 1
 
+    @classmethod
+    def open(cls, config: EngineConfig | None = None,
+             pool: PoolConfig | None = None) -> Engine:
+        """The engine for a Runtime: a new one, or with ``pool`` the one this process shares
+        for these settings (pools are reserved once per process, and one ticker serves all).
+        Each ``open`` is matched by a ``close``."""
+        if pool is None:
+            return cls(config)
+        key = (config or EngineConfig(), pool)
+        with _SHARED_LOCK:
+            engine = _SHARED.get(key)
+            if engine is not None:
+                engine._users += 1
+                return engine
+        engine = cls(*key)
+        with _SHARED_LOCK:
+            if engine.pool is not None:
+                _SHARED.setdefault(key, engine)
+        return engine
+
     def close(self) -> None:
+        """Let go of the engine: the last user stops its ticker (and frees its pool's
+        reservation in the accounting; wasmtime unmaps it when nothing holds it)."""
+        global _reserved
+        with _SHARED_LOCK:
+            self._users -= 1
+            if self._users > 0 or self._closed:
+                return
+            if self.pool is not None:
+                _reserved -= self.pool.reservation
+                key = (self.config, self.pool)
+                if _SHARED.get(key) is self:
+                    del _SHARED[key]
         self._closed = True
         self._wake.set()
 

@@ -43,6 +43,7 @@ from ...lattice.errors import (
     CapacityTimeout,
     DeadlineExceeded,
     GuestTrap,
+    InstancePoolFull,
     InvocationError,
     ResourceLimitExceeded,
     WitValueError,
@@ -52,7 +53,7 @@ from ...lattice.wit.values import Ok, Resource
 from . import bridged
 from .asynccall import NOT_INLINE, FuncHistory, InflightCall, budget_left, charge
 from .convert import AsyncCall, FastFunc
-from .engine import NO_DEADLINE_TICKS, Engine, StoreDeadline
+from .engine import NO_DEADLINE_TICKS, Engine, StoreDeadline, pool_exhausted
 from .hostcalls import HostLoop
 from .hostresources import TABLE, context_address
 from .imports import HostImportFailed, HostImports, build_linker, take_host_exception
@@ -341,6 +342,11 @@ class SpareSlots:
                 return
             try:
                 slot = manager._new_slot(self.limits)
+            except InstancePoolFull:  # try again once a call ends (or in a second)
+                manager = None
+                with self._cond:
+                    self._cond.wait(1.0)
+                continue
             except Exception:  # the call that needs one makes it itself and reports why
                 self.close()
                 return
@@ -416,10 +422,15 @@ class InstanceManager:
         store.set_epoch_deadline(ticks)
         if self.engine.config.consume_fuel:
             store.set_fuel(limits.fuel if limits.fuel is not None else DEFAULT_FUEL)
-        if self.bridged:
-            instance = bridged.instantiate(self.linker, store, self.component.wasmtime)
-        else:
-            instance = self.linker.instantiate(store, self.component.wasmtime)
+        try:
+            if self.bridged:
+                instance = bridged.instantiate(self.linker, store, self.component.wasmtime)
+            else:
+                instance = self.linker.instantiate(store, self.component.wasmtime)
+        except Exception as exc:
+            if pool_exhausted(exc):
+                raise InstancePoolFull(self.component.name, "(instantiate)", str(exc)) from None
+            raise
         self.stats.created += 1
         return Slot(store, instance, limits.max_memory, ticks)
 

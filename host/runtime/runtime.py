@@ -50,7 +50,7 @@ from ..invocation import (
 )
 from .asynccall import MAX_TURNS, NOT_INLINE, InflightCall, budget_left, next_turn
 from .cache import CompileCache
-from .engine import Engine, EngineConfig
+from .engine import Engine, EngineConfig, PoolConfig
 from .hostcalls import HostLoop
 from .imports import HostImports
 from .instances import InstanceManager, InstancePolicy, Limits, Session, WasiOptions
@@ -80,6 +80,7 @@ class Runtime:
         self,
         *,
         engine: EngineConfig | None = None,
+        pool: PoolConfig | None = None,
         cache_dir: Path | None = None,
         cache: bool = True,
         imports: HostImports | None = None,
@@ -87,7 +88,7 @@ class Runtime:
         tracer_provider: TracerProvider | None = None,
         max_workers: int = 64,
     ) -> None:
-        self.engine = Engine(engine)
+        self.engine = Engine.open(engine, pool)
         self.cache = CompileCache(cache_dir, enabled=cache)
         self.imports = imports or HostImports()
         self.interceptors: tuple[Interceptor, ...] = (
