@@ -227,12 +227,15 @@ class CtlServer:
                     if served is not None:
                         await self.host.http.unserve(cid)
                         await self.host.rpc.unserve(cid, self.host.config.stop_timeout)
+                        served.component.instances.prepare(0)  # its spares, if any
                     event["digest"] = served.component.compiled.ref if served else None
                 else:
                     comp = await self._component(req, served)
                     event["digest"] = comp.compiled.ref
                     if served is not None:
+                        old = served.component
                         served.swap(comp)
+                        old.instances.prepare(0)
                         served.image = req.image or served.image
                         served.annotations = req.annotations or served.annotations
                     else:

@@ -130,12 +130,23 @@ class _StoreFree(Mapping[str, Any]):
         return len(self._dispatch)
 
 
+SPARE_INSTANCES = 2
+"""Fresh instances of a wasi:http component a host keeps made ahead of requests, as
+``trellis serve`` does: instantiation then runs beside requests, not in their way."""
+
+
 def adapt_component(component: Component) -> Component:
     """A wasi:http component's pooled calls must not start on the loop thread: its sync
-    wasi:io imports block until the loop delivers body data (``InstancePolicy.inline``)."""
+    wasi:io imports block until the loop delivers body data (``InstancePolicy.inline``).
+    In fresh mode it gets ``SPARE_INSTANCES`` (the host drops them when it stops or replaces
+    the component)."""
     mgr = component.instances
-    if is_http(component.world) and mgr.policy.inline:
+    if not is_http(component.world):
+        return component
+    if mgr.policy.inline:
         mgr.policy = replace(mgr.policy, inline=False)
+    if mgr.policy.mode == "fresh":
+        mgr.prepare(min(SPARE_INSTANCES, mgr.policy.max_instances))
     return component
 
 

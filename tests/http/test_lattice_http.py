@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from _client import request
+from trellis.host import Host
 from trellis.host.http.serve import ServeOptions, Serving
 from trellis.host.runtime.cache import default_cache_dir
 from trellis.lattice.client import LatticeClient
@@ -42,6 +43,8 @@ class Lattice:
     provider: HttpServerProvider
     lc: LatticeClient
     hosts: Hosts
+    b: Host
+    mode: str
 
 
 async def until(check: object, timeout: float = 10.0) -> None:
@@ -59,7 +62,7 @@ async def web(request: pytest.FixtureRequest, nats_url: str, lattice: str, tmp_p
     hosts = Hosts(nats_url, lattice, tmp_path, aot_dir=Path(default_cache_dir()))
     try:
         a = await hosts.start("a")
-        await hosts.start("b")
+        b = await hosts.start("b")
         async with LatticeClient(nats_url, lattice, timeout=10.0) as lc:
             await lc.start_component(http_hello_wasm, "hello", host_id="b", timeout=300,
                                      mode=request.param, max_instances=4)
@@ -71,7 +74,7 @@ async def web(request: pytest.FixtureRequest, nats_url: str, lattice: str, tmp_p
             provider = a.providers.local("web")
             assert isinstance(provider, HttpServerProvider)
             await until(lambda: provider.routes)
-            yield Lattice(provider.url, provider, lc, hosts)
+            yield Lattice(provider.url, provider, lc, hosts, b, request.param)
     finally:
         await hosts.aclose()
 
@@ -111,8 +114,12 @@ async def test_no_route_trap_and_stopped_component(web: Lattice) -> None:
     assert r.status == 500 and b"error id" in r.body
     r = await request(web.url, path="/hello/")
     assert (r.status, r.body) == (200, b"hello from trellis\n")  # the provider keeps serving
+    # Fresh instances are made ahead of requests, as under `trellis serve`; stopping drops them.
+    spares = web.b.local_component("hello").instances._spares
+    assert (spares is not None) == (web.mode == "fresh")
 
     await web.lc.stop_component("hello", host_id="b")
+    assert spares is None or spares._closed
     r = await request(web.url, path="/hello/")
     assert r.status == 503 and b"no host runs component 'hello'" in r.body
 
