@@ -7,6 +7,10 @@ subscription, the caller's reply inbox). ``subscribe`` delivers a subscription's
 from nats-py's read loop straight to the handler instead, with nats-py's own header parsing
 and ``Msg`` (the same values a callback would get).
 
+What handlers publish while nats-py parses one read (a host's replies) is written as soon as
+that read is parsed, in one write, rather than a loop iteration later by nats-py's flusher
+task: ~40 µs less per call across hosts (bench/lattice.py, 1 caller), the same batching.
+
 The handler runs inside the connection's read loop, so it must not wait for long: nothing else
 on the connection is read meanwhile (a reply the handler waits for would never arrive). It may
 yield for a loop iteration; anything longer belongs in a task it starts. An exception it raises
@@ -86,8 +90,37 @@ def _hook(nc: Client) -> bool:
             _LOG.exception("handler of %s failed", msg.subject)
 
     nc._process_msg = process_msg  # type: ignore[method-assign]
+    _flush_after_reads(nc)
     setattr(nc, _HOOKED, True)
     return True
+
+
+def _flush_after_reads(nc: Client) -> None:
+    """Write what handlers queued while nats-py parsed one read (replies, mostly) as soon as
+    the read is parsed: one write per read, as before, but without waiting a loop iteration
+    for nats-py's flusher task (which then finds nothing left to do)."""
+    parser = getattr(nc, "_ps", None)
+    parse = getattr(parser, "parse", None)
+    if parse is None:
+        return
+
+    async def parse_then_write(data: bytes) -> None:
+        await parse(data)
+        if nc._pending_data_size and nc.is_connected:
+            _write_now(nc)
+
+    parser.parse = parse_then_write  # type: ignore[union-attr]
+
+
+def _write_now(nc: Client) -> None:
+    transport = nc._transport
+    writer = getattr(transport, "_io_writer", None)  # a plain TCP or TLS connection
+    if writer is None or writer.transport.get_write_buffer_size():
+        return  # the socket is backed up (or not plain): the flusher waits for it to drain
+    pending = nc._pending
+    nc._pending = []
+    nc._pending_data_size = 0
+    transport.writelines(pending)  # type: ignore[union-attr]
 
 
 def direct(sub: Subscription) -> bool:

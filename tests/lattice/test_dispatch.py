@@ -73,3 +73,31 @@ async def test_a_failing_handler_is_logged_and_delivery_goes_on(
         assert got == [b"a", b"b"]  # nothing after unsubscribing
     finally:
         await nc.close()
+
+
+async def test_replies_are_written_once_the_read_is_parsed(nats_url: str) -> None:
+    """What a handler publishes goes out when nats-py has parsed the read that carried the
+    request, not a loop iteration later from nats-py's flusher task."""
+    server, caller = await nats.connect(nats_url), await nats.connect(nats_url)
+    try:
+        seen: list[int] = []
+        loop = asyncio.get_running_loop()
+
+        async def handler(msg: nats.aio.msg.Msg) -> None:
+            # Runs before the flusher task's next step (scheduled after this, by the publish).
+            loop.call_soon(lambda: seen.append(len(server._pending)))
+            await server.publish(msg.reply, msg.data.upper())
+
+        await dispatch.subscribe(server, "echo.now", handler)
+        await server.flush()
+        for word in (b"one", b"two", b"three"):
+            reply = await caller.request("echo.now", word, timeout=5)
+            assert reply.data == word.upper()
+        assert seen == [0, 0, 0], "the replies were still queued for the flusher"
+        # Bigger than a socket buffer: written all the same, in order.
+        big = bytes(range(256)) * 4096
+        reply = await caller.request("echo.now", big, timeout=5)
+        assert reply.data == big.upper()
+    finally:
+        await caller.close()
+        await server.close()
