@@ -58,6 +58,7 @@ from components import ECHO  # noqa: E402
 from trellis.host import ComponentConfig, InstancePolicy, Runtime  # noqa: E402
 from trellis.lattice.client import LatticeClient  # noqa: E402
 from trellis.lattice.codec import encode_args  # noqa: E402
+from trellis.lattice.connection import flush  # noqa: E402
 from trellis.lattice.models import Headers  # noqa: E402
 from trellis.lattice.nats_server import NatsServer, find_nats_server  # noqa: E402
 
@@ -235,7 +236,7 @@ async def respond(url: str, reply_size: int) -> None:
             await msg.respond(body)
 
     await nc.subscribe(RAW_SUBJECT, queue="bench", cb=on_request)
-    await nc.flush()
+    await flush(nc)  # nc.flush() can return before the SUB is sent (nats-py 2.16)
     print("ready", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from ..lattice import subjects
+from ..lattice.connection import flush
 from ..lattice.models import SpyRecord
 from .cli_lattice import LATTICE_OPT, NATS_URL_OPT, _client, _run
 from .telemetry import arm_spies
@@ -89,7 +90,7 @@ async def _spy(nats_url: str, lattice: str, subject: str, as_json: bool, count: 
             loop.add_signal_handler(sig, done.set)  # Ctrl-C ends the stream: exit 0
     async with _client(nats_url, lattice, 5.0) as lc:
         sub = await lc.nc.subscribe(subject, cb=on_msg)
-        await lc.nc.flush(timeout=5)
+        await flush(lc.nc)
         heard = await arm_spies(lc.nc, lattice, LEASE)
         click.echo(f"{READY} {subject}, {len(heard)} host(s) (Ctrl-C to stop)", err=True)
         renew = asyncio.create_task(_renew(lc.nc, lattice))

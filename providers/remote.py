@@ -39,6 +39,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from ..lattice import subjects
 from ..lattice.codec import decode_args, decode_result, encode_args, encode_result
+from ..lattice.connection import flush
 from ..lattice.errors import LinkTargetUnavailable, NoLink, TrellisError
 from ..lattice.wit import types as t
 from ..lattice.wit.resources import map_resources, without_resources
@@ -155,6 +156,7 @@ class ProviderServer:
         self._sub = await self.nc.subscribe(
             subjects.provider_call(self.lattice, self.provider_id),
             queue=subjects.provider_queue(self.lattice, self.provider_id), cb=self._on_msg)
+        await flush(self.nc)  # callable for real once start returns
 
     async def stop(self) -> None:
         if self._sub is not None:

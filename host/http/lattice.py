@@ -39,6 +39,7 @@ from ...lattice.bodies import (
     StreamHeaders,
     announced,
 )
+from ...lattice.connection import flush
 from ...lattice.errors import CapacityTimeout, DeadlineExceeded
 from ...lattice.http1 import HttpHeaders, fields_from_json, fields_to_json, trailers_of
 from ...lattice.models import Headers
@@ -194,7 +195,7 @@ class HttpLattice:
         self.subs[component_id] = await self.host.nc.subscribe(
             subjects.http_request(lattice, component_id),
             queue=subjects.http_queue(lattice, component_id), cb=on_msg)
-        await self.host.nc.flush()
+        await flush(self.host.nc)  # reachable for real once serve returns
 
     async def unserve(self, component_id: str) -> None:
         sub = self.subs.pop(component_id, None)

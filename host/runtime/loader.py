@@ -102,7 +102,11 @@ def _iface_matches(full: str, given: str) -> bool:
 
 
 def _looks_like_wat(data: bytes) -> bool:
-    """Text whose first token, after blank lines and ``;;`` comments, is ``(``."""
+    """UTF-8 text whose first token, after blank lines and ``;;`` comments, is ``(``."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:  # binary that happens to hold a ``(`` early on
+        return False
     for line in data[:4096].splitlines():
         line = line.strip()
         if not line or line.startswith(b";;"):

@@ -40,6 +40,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from ...lattice.connection import flush
 from ...lattice.subjects import CTL_PREFIX
 from ...lattice.wit.values import Err, Ok
 from ..sdk import Link, Provider, ProviderContext, ProviderError
@@ -202,7 +203,7 @@ class NatsMessaging(Provider):
 
         for subject in subjects:
             handler.subscriptions.append(await nc.subscribe(subject, queue=queue, cb=on_message))
-        await nc.flush(timeout=5)  # subscribed for real before link_put returns
+        await flush(nc)  # subscribed for real before link_put returns
         self.log.info("messaging-nats: %s ← %s%s", component, ",".join(subjects),
                       f" (queue {queue})" if queue else "")
 
@@ -219,7 +220,7 @@ class NatsMessaging(Provider):
                 await sub.unsubscribe()
         if self.nc is not None and self.nc.is_connected:
             with contextlib.suppress(Exception):
-                await self.nc.flush(timeout=5)
+                await flush(self.nc)
 
     async def _deliver(self, component: str, msg: Msg) -> None:
         """One message to the component's handler; every failure is logged, none escapes."""

@@ -177,9 +177,13 @@ def test_errors_are_one_line_with_exit_codes(args: list[str], code: int, message
     assert "Traceback" not in out.stderr
 
 
-def test_garbage_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("garbage", [os.urandom(64), b"\n(\xff\xfe\x00" + os.urandom(59)],
+                         ids=["random", "binary-with-a-paren"])
+def test_garbage_file(tmp_path: Path, garbage: bytes) -> None:
+    """Bytes that are neither a binary nor UTF-8 WAT text are named as such, even when a line of
+    them starts with ``(`` as WAT does."""
     bad = tmp_path / "garbage.wasm"
-    bad.write_bytes(os.urandom(64))
+    bad.write_bytes(garbage)
     out = trellis("inspect", str(bad))
     assert out.returncode == 3 and "not a WebAssembly binary" in out.stderr
     assert "Traceback" not in out.stderr

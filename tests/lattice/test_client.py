@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from trellis.lattice import subjects
 from trellis.lattice.client import LatticeClient
+from trellis.lattice.connection import flush
 from trellis.lattice.errors import (
     ArgumentError,
     CapacityTimeout,
@@ -178,7 +179,7 @@ async def test_no_reply_is_a_timeout_naming_target_and_operation(nats_url: str, 
     try:
         await mute.subscribe(subjects.rpc_component(lattice, "mute"),
                              queue=subjects.rpc_queue(lattice, "mute"))
-        await mute.flush()
+        await flush(mute)
         started = time.monotonic()
         with pytest.raises(InvocationTimeout, match=r"mute frob: no reply within 0\.3s"):
             await lc.call_raw("mute", "frob", b"", timeout=0.3)

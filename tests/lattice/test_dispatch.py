@@ -9,6 +9,7 @@ import logging
 import nats
 import pytest
 from trellis.lattice import dispatch
+from trellis.lattice.connection import flush
 
 
 async def test_messages_reach_the_handler_in_order_with_headers(nats_url: str) -> None:
@@ -89,7 +90,7 @@ async def test_replies_are_written_once_the_read_is_parsed(nats_url: str) -> Non
             await server.publish(msg.reply, msg.data.upper())
 
         await dispatch.subscribe(server, "echo.now", handler)
-        await server.flush()
+        await flush(server)  # subscribed for real: caller is another connection
         for word in (b"one", b"two", b"three"):
             reply = await caller.request("echo.now", word, timeout=5)
             assert reply.data == word.upper()

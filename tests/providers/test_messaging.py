@@ -23,6 +23,7 @@ from nats.errors import NoRespondersError
 from trellis.host.build import build_python_component
 from trellis.host.runtime.imports import HostImports
 from trellis.host.runtime.runtime import Runtime
+from trellis.lattice.connection import flush
 from trellis.lattice.wit.values import Err, Ok
 from trellis.providers.messaging.nats import HANDLE_MESSAGE, NatsMessaging
 from trellis.providers.registry import provider_class
@@ -292,7 +293,7 @@ async def test_own_connection_and_stop(messaging_app_wasm: Path, nats_url: str, 
             await provider.link_put(_handler_link(subscriptions=f"{base}.own"))
             assert (await nc.request(f"{base}.own", b"o", timeout=10)).data == b"echo:o"
             sub = await nc.subscribe("trellis.private.test")
-            await nc.flush()
+            await flush(nc)  # the provider publishes on a connection of its own
             assert await delivery.component.invoke("send", "trellis.private.test", b"ok") \
                 == Ok(None)
             assert (await sub.next_msg(timeout=5)).data == b"ok"
