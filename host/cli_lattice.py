@@ -7,6 +7,7 @@ registers these on the main group. Every command has a deadline and maps errors 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import sys
@@ -33,21 +34,35 @@ TIMEOUT_OPT = click.option(
 JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
-def pool_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--pool-instances / --pool-keep-resident: the daemons' instance pool (``PoolConfig``)."""
+_POOL_INSTANCES = click.IntRange(0, 100_000)
+_POOL_KEEP_RESIDENT = click.IntRange(0, 4096)
+
+
+def pool_options(fn: Callable[..., Any], *, checked: bool = True) -> Callable[..., Any]:
+    """--pool-instances / --pool-keep-resident: the daemons' instance pool (``PoolConfig``).
+    ``checked=False`` leaves them as text for the command to check (``pool_settings``), for a
+    group whose subcommands do not use them: a bad TRELLIS_POOL_* must not break those."""
     fn = click.option(
-        "--pool-keep-resident", "pool_keep_resident", type=click.IntRange(0, 4096),
+        "--pool-keep-resident", "pool_keep_resident",
+        type=_POOL_KEEP_RESIDENT if checked else str,
         default=DEFAULT_KEEP_RESIDENT // MiB,
         show_default=True, envvar="TRELLIS_POOL_KEEP_RESIDENT", show_envvar=True,
         metavar="MIB", help="Memory a pooled instance slot keeps mapped for the next instance: "
         "fresh instances skip page faults, at the cost of resident memory.")(fn)
     return click.option(
-        "--pool-instances", "pool_instances", type=click.IntRange(0, 100_000),
+        "--pool-instances", "pool_instances", type=_POOL_INSTANCES if checked else str,
         default=DEFAULT_POOL_INSTANCES,
         show_default=True, envvar="TRELLIS_POOL_INSTANCES", show_envvar=True, metavar="N",
         help="Component instances held at once by the pooling allocator (all components "
         "together; past it a call fails as over capacity). 0: allocate each on demand "
         "(slower fresh instances, no address space reserved up front).")(fn)
+
+
+def pool_settings(ctx: click.Context, instances: Any, keep_resident: Any) -> tuple[int, int]:
+    """The pool options of ``pool_options(checked=False)``, checked as click would have."""
+    params = {p.name: p for p in ctx.command.params}
+    return (_POOL_INSTANCES.convert(instances, params["pool_instances"], ctx),
+            _POOL_KEEP_RESIDENT.convert(keep_resident, params["pool_keep_resident"], ctx))
 
 
 def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
@@ -87,10 +102,10 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
               help="Stable host id (default: generated once and kept in the cache dir).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="Placement label (repeatable); also TRELLIS_LABELS=k=v,k2=v2.")
-@pool_options
+@functools.partial(pool_options, checked=False)  # checked below, when it runs the daemon
 @click.pass_context
 def host(ctx: click.Context, nats_url: str, lattice: str, host_id: str | None,
-         labels: tuple[str, ...], pool_instances: int, pool_keep_resident: int) -> None:
+         labels: tuple[str, ...], pool_instances: str, pool_keep_resident: str) -> None:
     """Run a host daemon that joins the lattice (or use a subcommand).
 
     Stops gracefully on SIGINT/SIGTERM or `trellis host stop`, draining in-flight invocations.
@@ -102,11 +117,12 @@ def host(ctx: click.Context, nats_url: str, lattice: str, host_id: str | None,
     from .host import run_host
     from .telemetry import configure_from_env
 
+    instances, keep_resident = pool_settings(ctx, pool_instances, pool_keep_resident)
     config = HostConfig.from_env(nats_url=nats_url, lattice=lattice, host_id=host_id,
                                  labels=_labels(labels) or None,
                                  cache_dir=(ctx.obj or {}).get("cache_dir"),
-                                 pool_instances=pool_instances,
-                                 pool_keep_resident_mib=pool_keep_resident)
+                                 pool_instances=instances,
+                                 pool_keep_resident_mib=keep_resident)
     telemetry = configure_from_env()  # OTLP when the standard OTEL_* variables ask for it
     try:
         _run(lambda: run_host(config))

@@ -227,7 +227,7 @@ class CtlServer:
                     if served is not None:
                         await self.host.http.unserve(cid)
                         await self.host.rpc.unserve(cid, self.host.config.stop_timeout)
-                        served.component.instances.prepare(0)  # its spares, if any
+                        served.component.instances.retire()  # its spare and idle instances
                     event["digest"] = served.component.compiled.ref if served else None
                 else:
                     comp = await self._component(req, served)
@@ -235,12 +235,16 @@ class CtlServer:
                     if served is not None:
                         old = served.component
                         served.swap(comp)
-                        old.instances.prepare(0)
+                        old.instances.retire()
                         served.image = req.image or served.image
                         served.annotations = req.annotations or served.annotations
                     else:
-                        await self.host.rpc.serve(Served(cid, comp, req.image or "",
-                                                         dict(req.annotations)))
+                        try:
+                            await self.host.rpc.serve(Served(cid, comp, req.image or "",
+                                                             dict(req.annotations)))
+                        except BaseException:
+                            comp.instances.retire()  # never served: its spares go back
+                            raise
                     await self.host.http.serve(cid)  # if it exports wasi:http: HTTP via NATS
             except asyncio.CancelledError:
                 raise
@@ -307,6 +311,7 @@ class CtlServer:
         comp = adapt_component(await runtime.load_async(source, name=cid, config=config,
                                                         imports=imports))
         if req.image.startswith(SHA_PREFIX) and comp.compiled.ref != req.image:
+            comp.instances.retire()
             raise CtlError(f"artifact {req.image} holds {comp.compiled.ref}; refusing it")
         return comp
 

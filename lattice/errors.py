@@ -14,6 +14,7 @@
     │       ├── DeadlineExceeded (TimeoutError)   wall-clock deadline (epoch interruption)
     │       ├── ResourceLimitExceeded   fuel or memory cap
     │       ├── CapacityTimeout (TimeoutError)    no instance slot free before the deadline
+    │       │   └── InstancePoolFull    every slot of the host's instance pool is taken
     │       ├── InvocationTimeout (TimeoutError)  a remote call got no reply before its deadline
     │       ├── NoSuchComponent (LookupError)     no host in the lattice runs the target
     │       └── RemoteInvocationError             a host answered with an error (``kind``, ``host``)

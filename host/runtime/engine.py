@@ -27,10 +27,12 @@ import ctypes
 import hashlib
 import logging
 import math
+import mmap
 import resource
 import sys
 import threading
 import time
+import weakref
 from ctypes import POINTER, c_char_p, c_size_t, c_uint8, c_uint64, c_void_p
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -89,9 +91,10 @@ _SLOT_RESERVATION = 4 * 2**30 + 64 * MiB
 MAX_POOL_RESERVATION = 64 * 2**40
 """Address space all pools of one process may reserve: half of x86-64's 128 TiB. wasmtime
 aborts the process (a Rust panic, not an error) when a pool's reservation fails."""
-_reserved = 0  # what this process's live pools reserve (guarded by _SHARED_LOCK)
+_reserved = 0  # what this process's pools reserve until collected (guarded by _SHARED_LOCK)
 _SHARED: dict[tuple[EngineConfig, PoolConfig], Engine] = {}
 _SHARED_LOCK = threading.Lock()
+_OPEN_LOCK = threading.Lock()  # one build per key in Engine.open (the build takes _SHARED_LOCK)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,12 @@ def pool_exhausted(exc: BaseException) -> bool:
     return "maximum concurrent limit of" in str(exc)
 
 
+def _release(reservation: int) -> None:
+    global _reserved
+    with _SHARED_LOCK:
+        _reserved -= reservation
+
+
 def _pool_refusal(pool: PoolConfig) -> str | None:
     """Why ``pool`` cannot be reserved in this process (None: it can); call with the lock."""
     if sys.maxsize <= 2**32:
@@ -155,6 +164,15 @@ def _pool_refusal(pool: PoolConfig) -> str | None:
     if soft != resource.RLIM_INFINITY and need > soft // 2:
         return (f"the address-space limit (ulimit -v, {soft / 2**30:.0f} GiB) is too small "
                 f"for its {need / 2**40:.1f} TiB reservation")
+    # The limit above assumes x86-64's 128 TiB; a kernel with a smaller address space (an
+    # aarch64 one with 39-bit addresses has 512 GiB) says so when asked for the room up front.
+    try:
+        probe = mmap.mmap(-1, need + need // 4, prot=0, flags=mmap.MAP_PRIVATE
+                          | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
+    except (OSError, ValueError, OverflowError) as exc:
+        return (f"the address space has no room for its {need / 2**40:.1f} TiB reservation "
+                f"({exc})")
+    probe.close()
     return None
 
 
@@ -180,11 +198,20 @@ class Engine:
             if refusal is not None:
                 _LOG.warning("instances are allocated on demand, not pooled: %s", refusal)
                 pool = None
-            else:
-                pool.apply(cfg)
         self.pool = pool
         """The pool this engine allocates instances from (None: on demand)."""
-        self.wasmtime = wasmtime.Engine(cfg)
+        try:
+            if pool is not None:
+                pool.apply(cfg)
+            self.wasmtime = wasmtime.Engine(cfg)
+        except BaseException:
+            if pool is not None:
+                _release(pool.reservation)
+            raise
+        if pool is not None:
+            # wasmtime unmaps the pool only once the collector has freed this engine and every
+            # Store made with it: until then the reservation still counts.
+            weakref.finalize(self.wasmtime, _release, pool.reservation)
         self._users = 1
         self._active = 0
         self._ticking = False
@@ -217,35 +244,34 @@ class Engine:
     def open(cls, config: EngineConfig | None = None,
              pool: PoolConfig | None = None) -> Engine:
         """The engine for a Runtime: a new one, or with ``pool`` the one this process shares
-        for these settings (pools are reserved once per process, and one ticker serves all).
-        Each ``open`` is matched by a ``close``."""
+        for these settings. A pooled engine stays for the life of the process, reused by every
+        later Runtime with the same settings: its pool is reserved once (address space, not
+        memory), and one ticker serves all. Each ``open`` is matched by a ``close``."""
         if pool is None:
             return cls(config)
         key = (config or EngineConfig(), pool)
-        with _SHARED_LOCK:
-            engine = _SHARED.get(key)
-            if engine is not None:
-                engine._users += 1
-                return engine
-        engine = cls(*key)
-        with _SHARED_LOCK:
+        with _OPEN_LOCK:
+            with _SHARED_LOCK:
+                engine = _SHARED.get(key)
+                if engine is not None:
+                    engine._users += 1
+                    return engine
+            engine = cls(*key)
             if engine.pool is not None:
-                _SHARED.setdefault(key, engine)
+                with _SHARED_LOCK:
+                    _SHARED[key] = engine
         return engine
 
     def close(self) -> None:
-        """Let go of the engine: the last user stops its ticker (and frees its pool's
-        reservation in the accounting; wasmtime unmaps it when nothing holds it)."""
-        global _reserved
+        """Let go of the engine: the last user stops its ticker, unless the engine is the
+        process's shared pooled one, which stays for the next Runtime (its ticker sleeps
+        while no call runs)."""
         with _SHARED_LOCK:
             self._users -= 1
             if self._users > 0 or self._closed:
                 return
-            if self.pool is not None:
-                _reserved -= self.pool.reservation
-                key = (self.config, self.pool)
-                if _SHARED.get(key) is self:
-                    del _SHARED[key]
+            if self.pool is not None and _SHARED.get((self.config, self.pool)) is self:
+                return
         self._closed = True
         self._wake.set()
 

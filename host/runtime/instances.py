@@ -331,6 +331,7 @@ class SpareSlots:
             self._cond.notify_all()
 
     def _fill(self, ref: Callable[[], InstanceManager | None]) -> None:
+        backoff = 0.5
         while True:
             with self._cond:
                 while not self._closed and len(self._slots) >= self.target:
@@ -342,16 +343,20 @@ class SpareSlots:
                 return
             try:
                 slot = manager._new_slot(self.limits)
-            except InstancePoolFull:  # try again once a call ends (or in a second)
-                manager = None
+            except InstancePoolFull:
+                # The pool is shared: leave freed slots to calls for a while (longer each time
+                # it is still full), rather than take them for instances nobody asked for yet.
+                manager = None  # not held while waiting
+                backoff = min(backoff * 2, 30.0)
                 with self._cond:
-                    self._cond.wait(1.0)
+                    self._cond.wait_for(lambda: self._closed, backoff)
                 continue
             except Exception:  # the call that needs one makes it itself and reports why
                 self.close()
                 return
             finally:
                 manager = None
+            backoff = 0.5
             with self._cond:
                 if self._closed:
                     return
@@ -404,6 +409,7 @@ class InstanceManager:
         self._history: dict[str, FuncHistory] = {}
         self.stats = InstanceStats()
         self._spares: SpareSlots | None = None
+        self._retired = False
         if self.defaults.fuel is not None and not self.engine.config.consume_fuel:
             raise ValueError("a fuel limit needs an engine created with consume_fuel=True")
 
@@ -465,7 +471,18 @@ class InstanceManager:
                     return self._idle.pop(i)
         return None
 
+    def retire(self) -> None:
+        """Nothing new will call this manager (its component was stopped or replaced): drop
+        its spare and idle instances now, and each running call's when it ends, so that their
+        slots go back to a pool other components share."""
+        self._retired = True
+        self.prepare(0)
+        self.clear()
+
     def _give_back(self, slot: Slot) -> None:
+        if self._retired:
+            self.stats.discarded += 1
+            return
         if slot.broken or self.policy.mode != "pooled":
             if slot.broken:
                 self.stats.discarded += 1

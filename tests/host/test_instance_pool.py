@@ -4,6 +4,7 @@ settings of the daemons."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -51,6 +52,26 @@ async def test_a_full_pool_is_a_capacity_error_until_a_slot_frees(tmp_path: Path
     assert classify(info.value)[0] == KIND_CAPACITY  # across hosts: a `capacity` error
 
 
+def test_a_retired_component_gives_its_slots_back(tmp_path: Path) -> None:
+    """A stopped or replaced component's idle and spare instances leave the shared pool."""
+    with Runtime(cache_dir=tmp_path, pool=PoolConfig(instances=2, keep_resident=0)) as rt:
+        warm = rt.load(STATEFUL.encode(), name="warm", config=ComponentConfig(
+            policy=InstancePolicy(mode="pooled", max_instances=1)))
+        assert warm.call("bump") == 1042 and warm.instances.idle_count() == 1
+        other = rt.load(STATEFUL.encode(), name="other")
+        with other.session() as held:  # the pool's second slot
+            assert held.call("bump") == 1042
+            with pytest.raises(InstancePoolFull):
+                other.call("bump")
+            warm.instances.retire()
+            assert warm.instances.idle_count() == 0
+            assert other.call("bump") == 1042  # in the slot warm's idle instance held
+        with warm.session() as late:  # a call still running at retirement: not kept after
+            late.call("bump")
+            warm.instances.retire()
+        assert warm.instances.idle_count() == 0
+
+
 def test_runtimes_of_a_process_share_one_pool(tmp_path: Path) -> None:
     a = Runtime(cache_dir=tmp_path, pool=SMALL)
     b = Runtime(cache_dir=tmp_path, pool=SMALL)
@@ -64,29 +85,61 @@ def test_runtimes_of_a_process_share_one_pool(tmp_path: Path) -> None:
         a.close()
         b.close()
         other.close()
-    c = Runtime(cache_dir=tmp_path, pool=SMALL)
-    try:
-        assert c.engine is not a.engine, "the last close let go of the shared engine"
-        assert c.load(STATEFUL.encode(), name="stateful").call("bump") == 1042
-    finally:
-        c.close()
+    # Nobody holds it now, yet it stays: wasmtime would unmap its pool only once the collector
+    # freed every Store, so a process opening and closing runtimes reserves it once.
+    reserved = engine_mod._reserved
+    for _ in range(3):
+        c = Runtime(cache_dir=tmp_path, pool=SMALL)
+        try:
+            assert c.engine is a.engine and engine_mod._reserved == reserved
+            assert c.load(STATEFUL.encode(), name="stateful").call("bump") == 1042
+        finally:
+            c.close()
+
+
+def test_an_unshared_pool_counts_until_collected() -> None:
+    pool = PoolConfig(instances=3, keep_resident=3 * 2**20)
+    before = engine_mod._reserved
+    engine = Engine(pool=pool)
+    assert engine.pool == pool and engine_mod._reserved == before + pool.reservation
+    engine.close()
+    assert engine_mod._reserved == before + pool.reservation  # still mapped until freed
+    del engine
+    gc.collect()
+    assert engine_mod._reserved == before
 
 
 def test_a_pool_that_does_not_fit_falls_back_to_on_demand(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # wasmtime aborts the process when a pool cannot be reserved: Trellis must not ask.
-    monkeypatch.setattr(engine_mod, "MAX_POOL_RESERVATION", SMALL.reservation - 1)
+    big = PoolConfig(instances=5, keep_resident=5 * 2**20)  # shared by no other test
+    monkeypatch.setattr(engine_mod, "MAX_POOL_RESERVATION",
+                        engine_mod._reserved + big.reservation - 1)
     with caplog.at_level(logging.WARNING, logger="trellis.host.runtime.engine"):
-        engine = Engine(pool=SMALL)
+        engine = Engine(pool=big)
     try:
         assert engine.pool is None
         assert "allocated on demand" in caplog.text and "TiB" in caplog.text
     finally:
         engine.close()
-    with Runtime(cache_dir=tmp_path, pool=SMALL) as rt:  # works, unpooled
+    with Runtime(cache_dir=tmp_path, pool=big) as rt:  # works, unpooled
         assert rt.engine.pool is None
         assert rt.load(STATEFUL.encode(), name="stateful").call("bump") == 1042
+
+
+def test_a_pool_the_address_space_cannot_hold_is_not_asked_for(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Beyond the fixed 64 TiB cap, the kernel is asked for the room first (an aarch64 kernel
+    may have far less): wasmtime would abort the process on a failed reservation."""
+    huge = PoolConfig(instances=60_000)  # ~240 TiB: more than any x86-64 process can map
+    monkeypatch.setattr(engine_mod, "MAX_POOL_RESERVATION", 2**62)
+    with caplog.at_level(logging.WARNING, logger="trellis.host.runtime.engine"):
+        engine = Engine(pool=huge)
+    try:
+        assert engine.pool is None and "no room" in caplog.text
+    finally:
+        engine.close()
 
 
 def test_host_settings_and_their_variables() -> None:

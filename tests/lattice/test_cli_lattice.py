@@ -101,3 +101,17 @@ def _host_session(host: subprocess.Popen[str], where: list[str]) -> None:
         if host.poll() is None:
             host.kill()
             host.wait()
+
+
+def test_bad_pool_settings_stop_only_the_daemon(nats_url: str, lattice: str) -> None:
+    """TRELLIS_POOL_* belong to `trellis host` the daemon: a bad one is a usage error there,
+    and no business of `trellis host list`."""
+    env = {**os.environ, "TRELLIS_POOL_INSTANCES": "lots"}
+    where = ["--nats-url", nats_url, "--lattice", lattice]
+    listed = subprocess.run([*TRELLIS, "host", "list", *where, "--timeout", "0.5"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    daemon = subprocess.run([*TRELLIS, "host", *where], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert daemon.returncode == 2 and "TRELLIS_POOL_INSTANCES" in daemon.stderr
+    assert "Traceback" not in daemon.stderr
