@@ -103,15 +103,17 @@ def _iface_matches(full: str, given: str) -> bool:
 
 def _looks_like_wat(data: bytes) -> bool:
     """UTF-8 text whose first token, after blank lines and ``;;`` comments, is ``(``."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:  # binary that happens to hold a ``(`` early on
-        return False
     for line in data[:4096].splitlines():
         line = line.strip()
         if not line or line.startswith(b";;"):
             continue
-        return line.startswith(b"(")
+        if not line.startswith(b"("):
+            return False  # a binary, mostly: its first line starts with b"\x00asm"
+        try:  # binary that happens to hold a ``(`` early on is not text
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
     return False
 
 
